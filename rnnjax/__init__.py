@@ -1,0 +1,49 @@
+"""rnnjax: vanilla RNN, LSTM and GRU cells as pure JAX functions.
+
+Build a cell, unroll it over a sequence with one `jax.lax.scan`, and take
+gradients through time::
+
+    import jax, jax.numpy as jnp, rnnjax
+
+    cell = rnnjax.lstm(hidden_size=32)
+    params = cell.init(jax.random.key(0), input_size=3)
+    hs, final_state = rnnjax.unroll(cell, params, jnp.ones((8, 100, 3)))
+"""
+
+from rnnjax import tasks
+from rnnjax.cells import (
+    ACTIVATIONS,
+    Cell,
+    GRUParams,
+    LSTMParams,
+    LSTMState,
+    RNNParams,
+    gru,
+    lstm,
+    rnn,
+)
+from rnnjax.layers import Directions, Layer, bidirectional, output_size, recurrent, stack
+from rnnjax.sequence import unroll
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ACTIVATIONS",
+    "Cell",
+    "Directions",
+    "GRUParams",
+    "LSTMParams",
+    "LSTMState",
+    "Layer",
+    "RNNParams",
+    "__version__",
+    "bidirectional",
+    "gru",
+    "lstm",
+    "output_size",
+    "recurrent",
+    "rnn",
+    "stack",
+    "tasks",
+    "unroll",
+]

@@ -1,0 +1,175 @@
+"""`unroll`: run a cell over a whole sequence with one `jax.lax.scan`.
+
+Shapes: `T` time steps, `B` sequences, `I` input features, `H` hidden units.
+Time is always a `lax.scan`, never a Python loop, so the compiled program has
+one loop body whatever `T` is: compile time does not grow with the sequence
+length. A new *shape* (another `B`, `T` or `I`) does trigger a new compilation,
+as everywhere in JAX; pad sequences to a few fixed lengths and pass `lengths`
+to keep the number of compilations small.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnnjax import _checks
+from rnnjax.cells import Cell
+
+Array = jax.Array
+
+
+def unroll(
+    cell: Cell,
+    params: Any,
+    xs: Array,
+    *,
+    state: Any = None,
+    lengths: Array | None = None,
+    reverse: bool = False,
+    time_major: bool = False,
+    unroll: int | bool = 1,
+) -> tuple[Array, Any]:
+    """Runs `cell` over every step of `xs` and returns all outputs and the final state.
+
+    Args:
+      cell: a `Cell` from `rnnjax.rnn`, `rnnjax.lstm`, `rnnjax.gru` (or your own).
+      params: the cell's parameters, from `cell.init`.
+      xs: inputs `(B, T, I)`; `(T, B, I)` when `time_major=True`; or one
+        unbatched sequence `(T, I)`. Integer inputs are cast to the compute dtype.
+      state: initial state with batch shape `(B,)` (or `()` for unbatched
+        input); zeros from `cell.initial_state` when omitted.
+      lengths: optional integer array `(B,)` (a scalar for unbatched input) of
+        true lengths in `1..T` for a right-padded batch. Steps at or past a
+        sequence's length leave its state unchanged and output zeros, so the
+        final state is each sequence's state at its own last step. Values are
+        checked when `lengths` is concrete; under `jit` they cannot be, and a
+        length above `T` then acts as `T`, one below 1 as an empty sequence.
+      reverse: run from the last step to the first (with `lengths`, from each
+        sequence's own last valid step). Outputs stay in input order.
+      time_major: whether batched `xs` and the returned `hs` are `(T, B, ...)`.
+      unroll: how many steps `lax.scan` places in one loop iteration (`True`:
+        all of them). Results are identical; only speed and compile time change.
+
+    Returns:
+      `(hs, final_state)`: `hs` is `(B, T, H)` (`(T, B, H)` time-major, `(T, H)`
+      unbatched) and `final_state` has the structure of `state`.
+
+    The computation runs in the promoted dtype of `xs`, `params` and `state`, so
+    float64 parameters give a float64 unroll and bfloat16 ones a bfloat16 unroll.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, rnnjax
+      >>> cell = rnnjax.gru(hidden_size=8)
+      >>> params = cell.init(jax.random.key(0), input_size=2)
+      >>> hs, h_last = rnnjax.unroll(cell, params, jnp.ones((4, 10, 2)))
+      >>> hs.shape, h_last.shape
+      ((4, 10, 8), (4, 8))
+    """
+    if not isinstance(cell, Cell):
+        raise TypeError(
+            f"cell must be an rnnjax.Cell (from rnnjax.rnn/lstm/gru), got {type(cell).__name__}"
+        )
+    if not isinstance(unroll, bool):
+        unroll = _checks.positive_int("unroll", unroll)
+    xs = jnp.asarray(xs)
+    if xs.ndim not in (2, 3):
+        layout = "(T, B, I)" if time_major else "(B, T, I)"
+        raise ValueError(
+            f"xs must have shape {layout} or (T, I), got rank {xs.ndim} "
+            f"shape {_checks.shape_str(xs.shape)}"
+        )
+    _check_input_size(params, xs)
+
+    dtype = jnp.result_type(xs, *jax.tree.leaves(params), *jax.tree.leaves(state))
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"params must hold floating-point arrays, got dtype {dtype}")
+    xs = xs.astype(dtype)
+    if xs.ndim == 3 and not time_major:
+        xs = jnp.swapaxes(xs, 0, 1)  # scan runs over the leading axis
+    num_steps, batch_shape = xs.shape[0], xs.shape[1:-1]
+    if num_steps == 0:
+        raise ValueError("xs must have at least one time step, got T = 0")
+
+    state = _initial_carry(cell, params, state, batch_shape, dtype)
+    if lengths is None:
+
+        def body(carry: Any, x: Array) -> tuple[Any, Array]:
+            new_carry, h = cell.step(params, carry, x)
+            return _cast_like(new_carry, carry), h
+
+        final_state, hs = jax.lax.scan(body, state, xs, reverse=reverse, unroll=unroll)
+    else:
+        lengths = _check_lengths(lengths, batch_shape, num_steps)
+
+        def body(carry: Any, x_and_t: tuple[Array, Array]) -> tuple[Any, Array]:
+            x, t = x_and_t
+            new_carry, h = cell.step(params, carry, x)
+            valid = (t < lengths)[..., None]
+            new_carry = jax.tree.map(
+                lambda new, old: jnp.where(valid, new, old), _cast_like(new_carry, carry), carry
+            )
+            return new_carry, jnp.where(valid, h, 0)
+
+        final_state, hs = jax.lax.scan(
+            body, state, (xs, jnp.arange(num_steps)), reverse=reverse, unroll=unroll
+        )
+    if hs.ndim == 3 and not time_major:
+        hs = jnp.swapaxes(hs, 0, 1)
+    return hs, final_state
+
+
+def _check_input_size(params: Any, xs: Array) -> None:
+    w_ih = getattr(params, "w_ih", None)
+    if w_ih is not None and xs.shape[-1] != w_ih.shape[0]:
+        raise ValueError(
+            f"xs must have {w_ih.shape[0]} input features (last axis) to match params.w_ih "
+            f"{_checks.shape_str(w_ih.shape)}, got xs of shape {_checks.shape_str(xs.shape)}"
+        )
+
+
+def _initial_carry(
+    cell: Cell, params: Any, state: Any, batch_shape: tuple[int, ...], dtype: Any
+) -> Any:
+    """The scan's first carry: `state` (checked) or zeros, in the compute dtype."""
+    expected = jax.eval_shape(lambda p: cell.initial_state(p, batch_shape), params)
+    if state is None:
+        state = cell.initial_state(params, batch_shape)
+    else:
+        got_shapes = jax.tree.map(jnp.shape, state)
+        want_shapes = jax.tree.map(lambda s: s.shape, expected)
+        if jax.tree.structure(state) != jax.tree.structure(expected) or got_shapes != want_shapes:
+            raise ValueError(
+                f"state must match the batch of xs {_checks.shape_str(batch_shape)}: expected "
+                f"shapes {want_shapes}, got {got_shapes}"
+            )
+    return jax.tree.map(lambda s: jnp.asarray(s, dtype), state)
+
+
+def _check_lengths(lengths: Any, batch_shape: tuple[int, ...], num_steps: int) -> Array:
+    lengths = jnp.asarray(lengths)
+    if lengths.shape != batch_shape:
+        raise ValueError(
+            f"lengths must have shape {_checks.shape_str(batch_shape)}, one length per "
+            f"sequence in xs, got shape {_checks.shape_str(lengths.shape)}"
+        )
+    if not jnp.issubdtype(lengths.dtype, jnp.integer):
+        raise TypeError(f"lengths must be an integer array, got dtype {lengths.dtype}")
+    try:
+        concrete = np.asarray(lengths)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return lengths  # traced under jit: values are unknown until run time
+    if concrete.size and (concrete.min() < 1 or concrete.max() > num_steps):
+        raise ValueError(
+            f"lengths must lie in 1..{num_steps} (T of xs), got values from "
+            f"{concrete.min()} to {concrete.max()}"
+        )
+    return lengths
+
+
+def _cast_like(tree: Any, reference: Any) -> Any:
+    """Keeps the carry's dtype fixed across steps, as `lax.scan` requires."""
+    return jax.tree.map(lambda new, old: new.astype(old.dtype), tree, reference)

@@ -1,0 +1,198 @@
+"""`unroll`: equal to loops over `step`, to the NumPy reference, with lengths, reverse, layouts."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import rnnjax
+
+import reference
+from helpers import make_cell, random_inputs, random_params
+
+B, T, I, H = 3, 7, 2, 4
+
+
+def setup(cell_name, dtype=jnp.float64, seed=0):
+    cell = make_cell(cell_name, H)
+    k_params, k_xs = jax.random.split(jax.random.key(seed))
+    return cell, random_params(cell, k_params, I, dtype), random_inputs(k_xs, (B, T, I), dtype)
+
+
+def loop_one_sequence(cell, params, xs, reverse=False):
+    """A plain Python loop over `cell.step` for one unbatched sequence `(L, I)`."""
+    state = cell.initial_state(params)
+    outputs = [None] * xs.shape[0]
+    steps = range(xs.shape[0])
+    for t in reversed(steps) if reverse else steps:
+        state, outputs[t] = cell.step(params, state, xs[t])
+    return jnp.stack(outputs), state
+
+
+def test_unroll_matches_numpy_reference(cell_name):
+    cell, params, xs = setup(cell_name)
+    hs, final = rnnjax.unroll(cell, params, xs)
+    want_hs, want_final = reference.unroll(cell_name, params, xs)
+    np.testing.assert_allclose(hs, want_hs, rtol=1e-12, atol=1e-13)
+    for got, want in zip(jax.tree.leaves(final), jax.tree.leaves(want_final)):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_unroll_matches_python_loop_per_sequence(cell_name, reverse, with_lengths):
+    """Each sequence, cut to its own length, looped on its own, gives the batched result."""
+    cell, params, xs = setup(cell_name)
+    lengths = jnp.array([T, 1, 4]) if with_lengths else None
+    hs, final = rnnjax.unroll(cell, params, xs, lengths=lengths, reverse=reverse)
+    for b in range(B):
+        length = T if lengths is None else int(lengths[b])
+        want_hs, want_final = loop_one_sequence(cell, params, xs[b, :length], reverse)
+        np.testing.assert_allclose(hs[b, :length], want_hs, rtol=1e-13, atol=1e-14)
+        np.testing.assert_array_equal(hs[b, length:], 0.0)
+        for got, want in zip(jax.tree.leaves(final), jax.tree.leaves(want_final)):
+            np.testing.assert_allclose(got[b], want, rtol=1e-13, atol=1e-14)
+
+
+def test_time_major_and_unbatched_layouts(cell_name):
+    cell, params, xs = setup(cell_name)
+    hs, final = rnnjax.unroll(cell, params, xs)
+    hs_tm, final_tm = rnnjax.unroll(cell, params, jnp.swapaxes(xs, 0, 1), time_major=True)
+    assert hs_tm.shape == (T, B, H)
+    np.testing.assert_array_equal(jnp.swapaxes(hs_tm, 0, 1), hs)
+    jax.tree.map(np.testing.assert_array_equal, final_tm, final)
+    hs_one, final_one = rnnjax.unroll(cell, params, xs[1])
+    assert hs_one.shape == (T, H)
+    np.testing.assert_allclose(hs_one, hs[1], rtol=1e-14, atol=1e-15)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b[1], rtol=1e-14), final_one, final)
+
+
+def test_initial_state_is_used(cell_name):
+    cell, params, xs = setup(cell_name)
+    start = jax.tree.map(lambda s: s + 0.7, cell.initial_state(params, (B,)))
+    hs, _ = rnnjax.unroll(cell, params, xs, state=start)
+    _, first_h = cell.step(params, start, xs[:, 0])
+    np.testing.assert_allclose(hs[:, 0], first_h, rtol=1e-14)
+    default_hs, _ = rnnjax.unroll(cell, params, xs)
+    assert not np.allclose(hs[:, 0], default_hs[:, 0])
+
+
+@pytest.mark.parametrize("unroll", [2, 3, True])
+def test_unroll_factor_changes_nothing(cell_name, unroll):
+    cell, params, xs = setup(cell_name)
+    lengths = jnp.array([T, 2, 5])
+    base = rnnjax.unroll(cell, params, xs, lengths=lengths)
+    other = rnnjax.unroll(cell, params, xs, lengths=lengths, unroll=unroll)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-14, atol=1e-15), base, other)
+
+
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_unroll_gradients_match_finite_differences(cell_name, with_lengths):
+    cell, params, xs = setup(cell_name)
+    lengths = jnp.array([T, 3, 5]) if with_lengths else None
+
+    def loss(params, xs):
+        hs, final = rnnjax.unroll(cell, params, xs, lengths=lengths)
+        return jnp.sum(jnp.sin(hs)) + sum(jnp.sum(leaf**2) for leaf in jax.tree.leaves(final))
+
+    check_grads(loss, (params, xs), order=1, modes=("fwd", "rev"))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64, jnp.bfloat16])
+def test_dtype_is_preserved(cell_name, dtype):
+    cell, params, xs = setup(cell_name, dtype)
+    hs, final = rnnjax.unroll(cell, params, xs, lengths=jnp.array([T, 2, 4]))
+    assert hs.dtype == dtype
+    assert all(leaf.dtype == dtype for leaf in jax.tree.leaves(final))
+    grads = jax.grad(lambda p: jnp.sum(rnnjax.unroll(cell, p, xs)[0].astype(jnp.float32)))(params)
+    assert all(leaf.dtype == dtype for leaf in jax.tree.leaves(grads))
+    exact, _ = rnnjax.unroll(
+        cell,
+        jax.tree.map(lambda a: a.astype(jnp.float64), params),
+        xs.astype(jnp.float64),
+        lengths=jnp.array([T, 2, 4]),
+    )
+    tolerance = {jnp.float32: 1e-5, jnp.float64: 1e-14, jnp.bfloat16: 0.1}[dtype]
+    np.testing.assert_allclose(hs.astype(jnp.float64), exact, atol=tolerance)
+
+
+def test_integer_inputs_are_cast_to_the_params_dtype(cell_name):
+    cell, params, _ = setup(cell_name, jnp.float32)
+    hs, _ = rnnjax.unroll(cell, params, jnp.arange(B * T * I).reshape(B, T, I))
+    assert hs.dtype == jnp.float32
+
+
+def test_composes_with_jit_vmap_grad(cell_name):
+    cell, params, xs = setup(cell_name)
+    lengths = jnp.array([T, 3, 6])
+    eager = rnnjax.unroll(cell, params, xs, lengths=lengths)
+    jitted = jax.jit(lambda p, x, n: rnnjax.unroll(cell, p, x, lengths=n))(params, xs, lengths)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-14), eager, jitted
+    )
+    # vmap over sequences with unbatched unrolls equals one batched unroll.
+    mapped = jax.vmap(lambda x, n: rnnjax.unroll(cell, params, x, lengths=n))(xs, lengths)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-14), eager, mapped
+    )
+    # vmap over an ensemble of parameter sets.
+    ensemble = jax.vmap(lambda k: cell.init(k, I))(jax.random.split(jax.random.key(9), 3))
+    ensemble_hs, _ = jax.vmap(lambda p: rnnjax.unroll(cell, p, xs))(ensemble)
+    second = jax.tree.map(lambda a: a[1], ensemble)
+    np.testing.assert_allclose(ensemble_hs[1], rnnjax.unroll(cell, second, xs)[0], rtol=1e-13)
+    grads = jax.jit(jax.grad(lambda p: jnp.sum(rnnjax.unroll(cell, p, xs, lengths=lengths)[0])))(
+        params
+    )
+    assert jax.tree.structure(grads) == jax.tree.structure(params)
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+
+
+def test_second_call_with_same_shapes_does_not_recompile(cell_name):
+    cell, params, xs = setup(cell_name)
+    traces = []
+
+    @jax.jit
+    def loss(params, xs, lengths):
+        traces.append(None)
+        return jnp.sum(rnnjax.unroll(cell, params, xs, lengths=lengths)[0])
+
+    loss(params, xs, jnp.array([T, 2, 3]))
+    loss(jax.tree.map(lambda a: a * 0.5, params), xs + 1.0, jnp.array([1, T, 4]))
+    assert len(traces) == 1
+    assert loss._cache_size() == 1
+
+
+def test_errors(cell_name):
+    cell, params, xs = setup(cell_name)
+    with pytest.raises(TypeError, match=r"cell must be an rnnjax\.Cell"):
+        rnnjax.unroll(params, params, xs)
+    with pytest.raises(ValueError, match=r"xs must have shape \(B, T, I\) or \(T, I\), got rank 4"):
+        rnnjax.unroll(cell, params, xs[None])
+    with pytest.raises(ValueError, match=r"xs must have shape \(T, B, I\) or \(T, I\), got rank 1"):
+        rnnjax.unroll(cell, params, xs[0, 0], time_major=True)
+    with pytest.raises(
+        ValueError, match=r"xs must have 2 input features .* got xs of shape \(3, 7, 5\)"
+    ):
+        rnnjax.unroll(cell, params, jnp.ones((B, T, 5)))
+    with pytest.raises(ValueError, match="xs must have at least one time step"):
+        rnnjax.unroll(cell, params, jnp.ones((B, 0, I)))
+    wrong_batch = cell.initial_state(params, (B + 1,))
+    with pytest.raises(ValueError, match=r"state must match the batch of xs \(3,\)"):
+        rnnjax.unroll(cell, params, xs, state=wrong_batch)
+    with pytest.raises(ValueError, match=r"lengths must have shape \(3,\), .* got shape \(2,\)"):
+        rnnjax.unroll(cell, params, xs, lengths=jnp.array([1, 2]))
+    with pytest.raises(ValueError, match=r"lengths must lie in 1..7 .* got values from 0 to 3"):
+        rnnjax.unroll(cell, params, xs, lengths=jnp.array([0, 2, 3]))
+    with pytest.raises(ValueError, match=r"lengths must lie in 1..7 .* got values from 2 to 8"):
+        rnnjax.unroll(cell, params, xs, lengths=np.array([2, 8, 3]))
+    with pytest.raises(TypeError, match="lengths must be an integer array, got dtype float"):
+        rnnjax.unroll(cell, params, xs, lengths=jnp.array([1.0, 2.0, 3.0]))
+    with pytest.raises(ValueError, match="unroll must be a positive integer, got 0"):
+        rnnjax.unroll(cell, params, xs, unroll=0)
+
+
+def test_lstm_state_must_be_an_lstm_state():
+    cell, params, xs = setup("lstm")
+    with pytest.raises(ValueError, match="state must match the batch of xs"):
+        rnnjax.unroll(cell, params, xs, state=jnp.zeros((B, H)))
