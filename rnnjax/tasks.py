@@ -1,16 +1,24 @@
 """Data generators for recurrent-network tasks.
 
 `seed_sequences` reproduces the data of the notebook rnnjax grew from, bit for
-bit, with the notebook's own NumPy calls in the notebook's order.
+bit, with the notebook's own NumPy calls in the notebook's order. The training
+tasks below (`TASKS`) are the classic long-range benchmarks: the adding problem,
+copy memory, temporal order, and recall of the first value.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from rnnjax import _checks
+
+Array = jax.Array
 
 
 def _seed_stream(
@@ -103,3 +111,232 @@ def seed_rnn_weights(
         b_h=np.zeros((1, hidden_size)),
         b_y=np.zeros((1, output_size)),
     )
+
+
+# --------------------------------------------------------------------------------------
+# Training tasks. Each generator is a pure function of `(key, num_sequences, length)`
+# built on `jax.random`, so the same key always gives the same data, on any backend.
+
+
+class TaskData(NamedTuple):
+    """One draw of a task.
+
+    Attributes:
+      inputs: float `(N, T_in, I)`.
+      targets: float `(N, O)` for regression tasks, integer `(N,)` or
+        `(N, T_in)` class labels for classification tasks.
+      mask: `None`, or `(N, T_in)` marking the steps whose accuracy is reported
+        (the recall steps of the copy task). The loss always covers every target.
+    """
+
+    inputs: Array
+    targets: Array
+    mask: Array | None = None
+
+
+class Task(NamedTuple):
+    """A task: its generator and what a model and a report need to know about it.
+
+    Attributes:
+      name: the task's name in `TASKS` and on the command line.
+      generate: `generate(key, num_sequences, length) -> TaskData`.
+      loss: `"mse"` or `"cross_entropy"`.
+      per_step: whether the model outputs at every step (many-to-many) rather
+        than once at each sequence's end (many-to-one).
+      input_size: features per input step.
+      output_size: regression outputs or number of classes.
+      baseline_loss: `baseline_loss(length) -> float`, the loss of the trivial
+        solution a memoryless model finds (the bar to beat).
+      baseline: what that trivial solution is, in words.
+    """
+
+    name: str
+    generate: Callable[[Array, int, int], TaskData]
+    loss: str
+    per_step: bool
+    input_size: int
+    output_size: int
+    baseline_loss: Callable[[int], float]
+    baseline: str
+
+
+def _sizes(num_sequences: int, length: int, min_length: int = 1) -> tuple[int, int]:
+    num_sequences = _checks.positive_int("num_sequences", num_sequences)
+    length = _checks.positive_int("length", length)
+    if length < min_length:
+        raise ValueError(f"length must be at least {min_length} for this task, got {length}")
+    return num_sequences, length
+
+
+_DIGIT_SCALE = 100.0
+# Variance of a uniform integer in 0..99, scaled by 1/100: the MSE of predicting the mean.
+_DIGIT_VARIANCE = (100**2 - 1) / 12 / _DIGIT_SCALE**2
+
+
+def _digits(key: Array, num_sequences: int, length: int) -> Array:
+    return jax.random.randint(key, (num_sequences, length, 1), 0, 100) / _DIGIT_SCALE
+
+
+def seed_task(key: Array, num_sequences: int, length: int) -> TaskData:
+    """The seed notebook's task, scaled: integers `0..99` divided by 100; target the last one.
+
+    Scaling inputs and targets to `[0, 0.99]` keeps `tanh` units out of saturation
+    and the MSE on an interpretable scale; the notebook's raw targets (up to 99)
+    give losses in the thousands. Inputs `(N, T, 1)`, targets `(N, 1)`.
+
+    Example:
+      >>> import jax
+      >>> from rnnjax.tasks import seed_task
+      >>> data = seed_task(jax.random.key(0), 4, 10)
+      >>> data.inputs.shape, data.targets.shape
+      ((4, 10, 1), (4, 1))
+    """
+    num_sequences, length = _sizes(num_sequences, length)
+    inputs = _digits(key, num_sequences, length)
+    return TaskData(inputs, inputs[:, -1])
+
+
+def recall_first(key: Array, num_sequences: int, length: int) -> TaskData:
+    """The seed's data with the *first* value as target: the long-range version.
+
+    The model must carry one number through `length - 1` distracting steps.
+    Inputs `(N, T, 1)` in `[0, 0.99]`, targets `(N, 1)`.
+    """
+    num_sequences, length = _sizes(num_sequences, length)
+    inputs = _digits(key, num_sequences, length)
+    return TaskData(inputs, inputs[:, 0])
+
+
+def adding(key: Array, num_sequences: int, length: int) -> TaskData:
+    """The adding problem as set by Arjovsky, Shah & Bengio (2016).
+
+    Channel 0 holds values drawn from U[0, 1]; channel 1 marks two of them, one in
+    each half of the sequence. The target is the sum of the two marked values.
+    Predicting 1 (the mean of the sum) scores MSE 1/6, the bar to beat.
+    Inputs `(N, T, 2)`, targets `(N, 1)`.
+
+    Example:
+      >>> import jax
+      >>> from rnnjax.tasks import adding
+      >>> data = adding(jax.random.key(0), 3, 8)
+      >>> data.inputs.shape, data.targets.shape, data.inputs[..., 1].sum(axis=1).tolist()
+      ((3, 8, 2), (3, 1), [2.0, 2.0, 2.0])
+    """
+    num_sequences, length = _sizes(num_sequences, length, min_length=2)
+    k_values, k_first, k_second = jax.random.split(key, 3)
+    values = jax.random.uniform(k_values, (num_sequences, length))
+    half = length // 2
+    first = jax.random.randint(k_first, (num_sequences,), 0, half)
+    second = jax.random.randint(k_second, (num_sequences,), half, length)
+    steps = jnp.arange(length)[None, :]
+    markers = ((steps == first[:, None]) | (steps == second[:, None])).astype(values.dtype)
+    targets = jnp.sum(values * markers, axis=1, keepdims=True)
+    return TaskData(jnp.stack([values, markers], axis=-1), targets)
+
+
+COPY_SYMBOLS = 8
+COPY_RECALL = 10
+_BLANK, _DELIMITER = 0, COPY_SYMBOLS + 1
+
+
+def copy_memory(key: Array, num_sequences: int, length: int) -> TaskData:
+    """The copy-memory task of Arjovsky, Shah & Bengio (2016).
+
+    A sequence of `length + 20` one-hot steps over 10 classes: 10 symbols drawn
+    from `1..8`, then `length` blanks (0) whose last one is the delimiter (9),
+    then 10 more blanks. The target is blank for the first `length + 10` steps
+    and the 10 symbols, in order, for the last 10. A memoryless model predicts
+    blank and then a uniform guess over the 8 symbols, a cross-entropy of
+    `10 ln 8 / (length + 20)`. Inputs `(N, T + 20, 10)`, targets int `(N, T + 20)`,
+    mask `(N, T + 20)` marking the 10 recall steps (for the accuracy).
+    """
+    num_sequences, length = _sizes(num_sequences, length)
+    total = length + 2 * COPY_RECALL
+    symbols = jax.random.randint(key, (num_sequences, COPY_RECALL), 1, COPY_SYMBOLS + 1)
+    blanks = jnp.full((num_sequences, length + COPY_RECALL), _BLANK)
+    tokens = (
+        jnp.concatenate([symbols, blanks], axis=1).at[:, COPY_RECALL + length - 1].set(_DELIMITER)
+    )
+    targets = jnp.concatenate([blanks, symbols], axis=1)
+    mask = jnp.broadcast_to(jnp.arange(total) >= total - COPY_RECALL, (num_sequences, total))
+    inputs = jax.nn.one_hot(tokens, COPY_SYMBOLS + 2)
+    return TaskData(inputs, targets, mask)
+
+
+ORDER_CLASSES = 4
+_ORDER_TOKENS = 6  # X, Y and four distractors
+
+
+def temporal_order(key: Array, num_sequences: int, length: int) -> TaskData:
+    """The temporal-order task (Hochreiter & Schmidhuber 1997; Pascanu et al. 2013 variant).
+
+    Each step is one of six one-hot symbols: four distractors fill the
+    sequence, and two relevant symbols, each X or Y, sit at a random step in
+    `[0.1 T, 0.2 T)` and one in `[0.5 T, 0.6 T)`. The class is their order,
+    XX, XY, YX or YY (labels 0..3); chance cross-entropy is `ln 4`.
+    Inputs `(N, T, 6)`, targets int `(N,)`. `length` must be at least 10.
+    """
+    num_sequences, length = _sizes(num_sequences, length, min_length=10)
+    k_noise, k_first, k_second, k_labels = jax.random.split(key, 4)
+    tokens = jax.random.randint(k_noise, (num_sequences, length), 2, _ORDER_TOKENS)
+    first = jax.random.randint(k_first, (num_sequences,), length // 10, length // 5)
+    second = jax.random.randint(k_second, (num_sequences,), length // 2, (6 * length) // 10)
+    labels = jax.random.randint(k_labels, (num_sequences,), 0, ORDER_CLASSES)
+    rows = jnp.arange(num_sequences)
+    tokens = tokens.at[rows, first].set(labels // 2).at[rows, second].set(labels % 2)
+    return TaskData(jax.nn.one_hot(tokens, _ORDER_TOKENS), labels)
+
+
+TASKS: dict[str, Task] = {
+    task.name: task
+    for task in (
+        Task(
+            "seed",
+            seed_task,
+            "mse",
+            False,
+            1,
+            1,
+            lambda length: _DIGIT_VARIANCE,
+            "predict the mean value, 0.495",
+        ),
+        Task(
+            "recall",
+            recall_first,
+            "mse",
+            False,
+            1,
+            1,
+            lambda length: _DIGIT_VARIANCE,
+            "predict the mean value, 0.495",
+        ),
+        Task("adding", adding, "mse", False, 2, 1, lambda length: 1 / 6, "predict 1"),
+        Task(
+            "copy",
+            copy_memory,
+            "cross_entropy",
+            True,
+            COPY_SYMBOLS + 2,
+            COPY_SYMBOLS + 2,
+            lambda length: COPY_RECALL * math.log(COPY_SYMBOLS) / (length + 2 * COPY_RECALL),
+            "predict blanks, then a uniform guess over the 8 symbols",
+        ),
+        Task(
+            "order",
+            temporal_order,
+            "cross_entropy",
+            False,
+            _ORDER_TOKENS,
+            ORDER_CLASSES,
+            lambda length: math.log(ORDER_CLASSES),
+            "guess one of the 4 classes",
+        ),
+    )
+}
+
+
+def get_task(name: str) -> Task:
+    """The task called `name`, one of `TASKS`."""
+    if name not in TASKS:
+        raise ValueError(f"task must be one of {sorted(TASKS)}, got {name!r}")
+    return TASKS[name]

@@ -1,0 +1,242 @@
+"""Sequence models: an optional embedding, a stack of recurrent layers, a dense readout.
+
+    model = rnnjax.models.sequence_model(rnnjax.lstm(64), output_size=1)
+    params = model.init(key, input_size=2)
+    predictions = model.apply(params, xs, lengths=lengths)          # (B, 1)
+
+A model reads `xs (B, T, I)` (or integer tokens `(B, T)` with `vocab_size`) and
+outputs either one vector per sequence, read at each sequence's last valid
+step (many-to-one), or one per step (`per_step=True`, many-to-many).
+
+Regularisation by dropout, all driven by the explicit `key` of `apply` and
+active only with `train=True`:
+
+- `dropout`: standard dropout on the outputs of every recurrent layer but the
+  last (as PyTorch's `dropout` argument of `nn.LSTM`).
+- `input_dropout` and `state_dropout`: variational dropout (Gal & Ghahramani
+  2016): one mask per sequence, the same at every step, on each layer's inputs
+  and on the hidden state entering each step (for the LSTM, `h` but not the
+  cell state `c`; for the GRU the masked `h` also feeds the `z * h` term).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rnnjax import _checks
+from rnnjax.cells import Cell, LSTMState
+from rnnjax.layers import Directions, bidirectional, recurrent
+from rnnjax.layers import output_size as output_size_of
+
+Array = jax.Array
+
+
+class Dense(NamedTuple):
+    """An affine map `x @ w + b`: `w (F, O)`, `b (O,)`."""
+
+    w: Array
+    b: Array
+
+
+class ModelParams(NamedTuple):
+    """Parameters of a sequence model.
+
+    Attributes:
+      embedding: `(V, E)` token embeddings, or `None` for real-valued inputs.
+      layers: one entry per recurrent layer: the cell's params, or
+        `Directions(forward, backward)` for a bidirectional layer.
+      readout: `Dense` from the last layer's features to the outputs.
+    """
+
+    embedding: Array | None
+    layers: tuple[Any, ...]
+    readout: Dense
+
+
+class Model(NamedTuple):
+    """A sequence model: `init(key, input_size=None, dtype=None) -> ModelParams` and
+    `apply(params, xs, *, lengths=None, key=None, train=False) -> outputs`."""
+
+    init: Callable[..., ModelParams]
+    apply: Callable[..., Array]
+
+
+def _rate(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}")
+    return float(value)
+
+
+def _dropout(key: Array, rate: float, x: Array) -> Array:
+    keep = 1.0 - rate
+    return x * (jax.random.bernoulli(key, keep, x.shape) / keep).astype(x.dtype)
+
+
+def _variational(cell: Cell, input_mask: Array, state_mask: Array) -> Cell:
+    """`cell` with per-sequence masks on its input and on the hidden state entering each step."""
+
+    def step(params: Any, state: Any, x: Array) -> tuple[Any, Array]:
+        if isinstance(state, LSTMState):
+            state = state._replace(h=state.h * state_mask)
+        else:
+            state = state * state_mask
+        return cell.step(params, state, x * input_mask)
+
+    return Cell(cell.init, cell.initial_state, step)
+
+
+def sequence_model(
+    cell: Cell,
+    *,
+    output_size: int,
+    num_layers: int = 1,
+    bidirectional_layers: bool = False,
+    per_step: bool = False,
+    vocab_size: int | None = None,
+    embedding_size: int | None = None,
+    dropout: float = 0.0,
+    input_dropout: float = 0.0,
+    state_dropout: float = 0.0,
+) -> Model:
+    """Builds a sequence model around `cell`.
+
+    Args:
+      cell: the cell of every layer, e.g. `rnnjax.lstm(64)`.
+      output_size: outputs per prediction (regression targets or class logits).
+      num_layers: recurrent layers stacked; each reads the previous one's outputs.
+      bidirectional_layers: make every layer bidirectional (features double).
+      per_step: output at every step `(B, T, O)` instead of once per sequence `(B, O)`.
+      vocab_size: read integer tokens `(B, T)` through an embedding of this many rows.
+      embedding_size: embedding width for token inputs (default 32).
+      dropout: dropout rate between recurrent layers.
+      input_dropout: variational dropout rate on each layer's inputs.
+      state_dropout: variational dropout rate on the recurrent hidden state.
+
+    Returns:
+      A `Model`. `apply(params, xs, *, lengths=None, key=None, train=False)`:
+      `xs` is `(B, T, I)` float (or `(B, T)` int tokens), `lengths` `(B,)` marks
+      right padding, and `key` is required when `train=True` and any dropout
+      rate is positive.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, rnnjax
+      >>> from rnnjax.models import sequence_model
+      >>> model = sequence_model(rnnjax.gru(16), output_size=3, num_layers=2)
+      >>> params = model.init(jax.random.key(0), input_size=4)
+      >>> model.apply(params, jnp.ones((5, 7, 4))).shape
+      (5, 3)
+    """
+    if not isinstance(cell, Cell):
+        raise TypeError(f"cell must be an rnnjax.Cell, got {type(cell).__name__}")
+    output_size = _checks.positive_int("output_size", output_size)
+    num_layers = _checks.positive_int("num_layers", num_layers)
+    dropout = _rate("dropout", dropout)
+    input_dropout = _rate("input_dropout", input_dropout)
+    state_dropout = _rate("state_dropout", state_dropout)
+    if vocab_size is not None:
+        vocab_size = _checks.positive_int("vocab_size", vocab_size)
+        embedding_size = _checks.positive_int("embedding_size", embedding_size or 32)
+    elif embedding_size is not None:
+        raise ValueError("embedding_size needs vocab_size: embeddings are for token inputs")
+    uses_dropout = dropout > 0 or input_dropout > 0 or state_dropout > 0
+
+    def make_layer(layer_cell: Cell, backward_cell: Cell | None = None) -> Any:
+        if bidirectional_layers:
+            return bidirectional(layer_cell, backward_cell)
+        return recurrent(layer_cell)
+
+    def init(key: Array, input_size: int | None = None, dtype: Any = None) -> ModelParams:
+        k_embed, k_layers, k_readout = jax.random.split(key, 3)
+        embedding = None
+        if vocab_size is not None:
+            if input_size is not None:
+                raise ValueError(
+                    f"input_size must be None for a token model (its inputs are "
+                    f"{embedding_size}-wide embeddings), got {input_size}"
+                )
+            draw_dtype = jnp.promote_types(dtype or jnp.result_type(float), jnp.float32)
+            embedding = jax.random.normal(k_embed, (vocab_size, embedding_size), draw_dtype)
+            embedding = embedding.astype(dtype or jnp.result_type(float))
+            input_size = embedding_size
+        input_size = _checks.positive_int("input_size", input_size)
+        layer = make_layer(cell)
+        layers = []
+        for layer_key in jax.random.split(k_layers, num_layers):
+            layer_params = layer.init(layer_key, input_size, dtype)
+            input_size = output_size_of(layer, layer_params, input_size)
+            layers.append(layer_params)
+        reference = jax.tree.leaves(layers)[0]
+        w = jax.nn.initializers.lecun_normal()(
+            k_readout, (input_size, output_size), jnp.promote_types(reference.dtype, jnp.float32)
+        ).astype(reference.dtype)
+        return ModelParams(embedding, tuple(layers), Dense(w, jnp.zeros(output_size, w.dtype)))
+
+    def apply(
+        params: ModelParams,
+        xs: Array,
+        *,
+        lengths: Array | None = None,
+        key: Array | None = None,
+        train: bool = False,
+    ) -> Array:
+        xs = jnp.asarray(xs)
+        if vocab_size is not None:
+            if xs.ndim != 2 or not jnp.issubdtype(xs.dtype, jnp.integer):
+                raise ValueError(
+                    f"xs must be integer tokens (B, T) for a token model, got "
+                    f"{xs.dtype} {_checks.shape_str(xs.shape)}"
+                )
+            xs = jnp.take(params.embedding, xs, axis=0)
+        elif xs.ndim != 3:
+            raise ValueError(f"xs must have shape (B, T, I), got {_checks.shape_str(xs.shape)}")
+        if len(params.layers) != num_layers:
+            raise ValueError(f"params must hold {num_layers} layers, got {len(params.layers)}")
+        dropping = train and uses_dropout
+        if dropping and key is None:
+            raise ValueError("key is required when train=True and a dropout rate is positive")
+        layer_keys = jax.random.split(key, num_layers) if dropping else [None] * num_layers
+        hs = xs
+        for index, (layer_params, layer_key) in enumerate(zip(params.layers, layer_keys)):
+            layer = make_layer(cell)
+            if dropping and (input_dropout > 0 or state_dropout > 0):
+                layer = make_layer(*_masked_cells(layer_key, layer_params, hs.shape))
+            hs, _ = layer.apply(layer_params, hs, lengths=lengths)
+            if dropping and dropout > 0 and index < num_layers - 1:
+                hs = _dropout(jax.random.fold_in(layer_key, 3), dropout, hs)
+        features = hs if per_step else _last_features(hs, lengths)
+        readout = params.readout
+        return features @ readout.w + readout.b.reshape((1,) * (features.ndim - 1) + (-1,))
+
+    def _masked_cells(layer_key: Array, layer_params: Any, xs_shape: tuple) -> list[Cell]:
+        directions = layer_params if bidirectional_layers else Directions(layer_params, None)
+        cells = []
+        for k, params in zip(jax.random.split(layer_key, 2), directions):
+            if params is None:
+                continue
+            k_input, k_state = jax.random.split(k)
+            batch, hidden = xs_shape[0], params.w_hh.shape[0]
+            input_mask = _dropout(
+                k_input, input_dropout, jnp.ones((batch, xs_shape[-1]), params.w_ih.dtype)
+            )
+            state_mask = _dropout(
+                k_state, state_dropout, jnp.ones((batch, hidden), params.w_hh.dtype)
+            )
+            cells.append(_variational(cell, input_mask, state_mask))
+        return cells
+
+    def _last_features(hs: Array, lengths: Array | None) -> Array:
+        """Each sequence's output at its last valid step; for a bidirectional layer the
+        backward half is read at step 0, where the backward pass ends."""
+        last = hs.shape[1] - 1 if lengths is None else jnp.asarray(lengths) - 1
+        index = jnp.broadcast_to(jnp.asarray(last), hs.shape[:1])
+        at_end = jnp.take_along_axis(hs, index[:, None, None], axis=1)[:, 0]
+        if not bidirectional_layers:
+            return at_end
+        half = hs.shape[-1] // 2
+        return jnp.concatenate([at_end[:, :half], hs[:, 0, half:]], axis=-1)
+
+    return Model(init, apply)
