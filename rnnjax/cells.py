@@ -404,3 +404,42 @@ def gru(
         return h, h
 
     return Cell(init, initial_state, step)
+
+
+def chrono_bias_init(max_length: int) -> Initializer:
+    """Chrono initialisation of an LSTM bias (Tallec & Ollivier 2018).
+
+    Draws the forget-gate bias as `b_f = log(u)`, `u ~ U[1, max_length - 1]`, and
+    sets the input-gate bias to `-b_f`; the other blocks are zero. A forget gate
+    `sigmoid(b_f)` then keeps memory for about `u` steps, so the cell's time
+    scales spread over `1..max_length`, the range of dependencies to learn. Use
+    it with `forget_bias=0`: `rnnjax.lstm(H, forget_bias=0.0,
+    bias_init=rnnjax.chrono_bias_init(T))`.
+
+    Args:
+      max_length: the longest dependency expected, in steps (at least 3).
+
+    Returns:
+      An initializer `(key, (4H,), dtype) -> b` for `lstm(bias_init=...)`.
+
+    Example:
+      >>> import jax, rnnjax
+      >>> cell = rnnjax.lstm(4, forget_bias=0.0, bias_init=rnnjax.chrono_bias_init(100))
+      >>> b = cell.init(jax.random.key(0), 1).b
+      >>> bool((b[4:8] >= 0).all() and (b[4:8] <= 4.6).all() and (b[:4] == -b[4:8]).all())
+      True
+    """
+    max_length = _checks.positive_int("max_length", max_length)
+    if max_length < 3:
+        raise ValueError(f"max_length must be at least 3, got {max_length}")
+
+    def init(key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Array:
+        if len(shape) != 1 or shape[0] % 4:
+            raise ValueError(
+                f"chrono_bias_init initialises an LSTM bias of shape (4H,), got {shape}"
+            )
+        hidden = shape[0] // 4
+        forget = jnp.log(jax.random.uniform(key, (hidden,), dtype, 1.0, max_length - 1.0))
+        return jnp.zeros(shape, dtype).at[hidden : 2 * hidden].set(forget).at[:hidden].set(-forget)
+
+    return init

@@ -1,4 +1,4 @@
-"""The `rnnjax` command: `rnnjax train ...` (and the benchmarks under `rnnjax bench`).
+"""The `rnnjax` command: `rnnjax train ...` and `rnnjax bench vanishing ...`.
 
 Bad options end with one line on stderr and exit code 2, never a traceback.
 """
@@ -6,12 +6,14 @@ Bad options end with one line on stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 
-from rnnjax import checkpoint
+from rnnjax import _files, checkpoint, report, vanishing
 from rnnjax.checkpoint import CheckpointError
 from rnnjax.runs import CELLS, CHECKPOINT_FILE, SCHEDULES, TrainConfig, train
 from rnnjax.tasks import TASKS
@@ -135,6 +137,62 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     option("--seed", type=int, default=suppress, help="default 0")
 
 
+def _name_list(choices: Sequence[str]):
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(name for name in text.split(",") if name)
+        unknown = [name for name in names if name not in choices]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(
+                f"expected a comma-separated list from {list(choices)}, got {text!r}"
+            )
+        return names
+
+    return parse
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def _add_vanishing_options(parser: argparse.ArgumentParser) -> None:
+    option = parser.add_argument
+    option(
+        "--quick",
+        action="store_true",
+        help="the short version: adding problem, T = 50 and 100, one seed, 2000 steps "
+        "(a few minutes on 2 CPU cores)",
+    )
+    option(
+        "--out",
+        default=os.path.join("results", "vanishing"),
+        metavar="DIR",
+        help="output folder (default results/vanishing)",
+    )
+    option("--tasks", type=_name_list(vanishing.STUDY_TASKS), help="e.g. adding,copy,recall")
+    option(
+        "--cells",
+        type=_name_list(tuple(vanishing.VARIANTS)),
+        help="e.g. rnn,lstm,gru,lstm-fb0,lstm-chrono",
+    )
+    option("--lengths", type=_int_list, help="e.g. 50,100,200")
+    option("--seeds", type=_int_list, help="e.g. 0,1,2")
+    option("--steps", type=_positive_int, help="step budget per run")
+    option(
+        "--resume",
+        action="store_true",
+        help="keep the runs already in DIR/results.json and do only the missing ones",
+    )
+    option("--no-plots", action="store_true", help="skip the PNG figures")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rnnjax", description="Train and study recurrent networks in JAX.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -148,6 +206,17 @@ def _build_parser() -> argparse.ArgumentParser:
     train_parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     train_parser.add_argument("--resume", action="store_true", help="continue the run saved in DIR")
     train_parser.add_argument("--no-progress", action="store_true", help="no progress line")
+    bench_parser = commands.add_parser("bench", help="run a benchmark")
+    benches = bench_parser.add_subparsers(dest="bench", metavar="BENCHMARK", parser_class=_Parser)
+    benches.required = True
+    _add_vanishing_options(
+        benches.add_parser(
+            "vanishing",
+            help="the vanishing-gradient study",
+            description="Train RNN, LSTM and GRU on long-range tasks and record how gradients "
+            "vanish; writes results.json, report.md and PNG plots to --out.",
+        )
+    )
     return parser
 
 
@@ -173,12 +242,71 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_vanishing(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    base = vanishing.QUICK if args.quick else vanishing.StudyConfig()
+    overrides = {
+        "tasks": args.tasks,
+        "variants": args.cells,
+        "lengths": args.lengths,
+        "seeds": args.seeds,
+        "steps": args.steps,
+    }
+    try:
+        study = dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+    except ValueError as error:
+        parser.exit(2, f"rnnjax bench vanishing: error: {error}\n")
+    results_path = os.path.join(args.out, "results.json")
+    previous: list[dict] = []
+    if args.resume and os.path.isfile(results_path):
+        with open(results_path) as file:
+            earlier = json.load(file)
+        settings = {
+            k: v
+            for k, v in dataclasses.asdict(study).items()
+            if k not in ("tasks", "variants", "lengths", "seeds")
+        }
+        stored = {k: v for k, v in earlier["meta"]["study"].items() if k in settings}
+        if stored != settings:
+            parser.exit(
+                2,
+                f"rnnjax bench vanishing: error: --resume needs the same training "
+                f"settings as {results_path}: {stored} vs {settings}\n",
+            )
+        previous = earlier["runs"]
+    command = "rnnjax bench vanishing " + " ".join(args.argv)
+
+    def save(records: list[dict]) -> None:
+        vanishing.save_results(
+            results_path, {"meta": vanishing.study_metadata(study), "runs": records}
+        )
+
+    os.makedirs(args.out, exist_ok=True)
+    started = time.perf_counter()
+    results = vanishing.run_study(study, previous=previous, on_record=save)
+    save(results["runs"])
+    _files.write_atomically(
+        os.path.join(args.out, "report.md"),
+        lambda f: f.write(report.render(results, command).encode()),
+    )
+    written = [results_path, os.path.join(args.out, "report.md")]
+    if not args.no_plots:
+        from rnnjax import plots  # matplotlib only when figures are drawn
+
+        written += plots.write_figures(results, args.out)
+    print(f"done in {time.perf_counter() - started:.0f}s; wrote " + ", ".join(written))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `rnnjax` console script."""
     parser = _build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv[2:]
     if args.command == "train":
         return _train(parser, args)
+    if args.command == "bench" and args.bench == "vanishing":
+        return _bench_vanishing(parser, args)
     parser.error(f"unknown command {args.command!r}")
     return 2
 

@@ -195,3 +195,19 @@ def test_step_rejects_wrong_input_size(cell_name):
     params = cell.init(jax.random.key(0), 3)
     with pytest.raises(ValueError, match=r"x must have shape \(\*batch, 3\) .* got \(2, 4\)"):
         cell.step(params, cell.initial_state(params, (2,)), jnp.ones((2, 4)))
+
+
+def test_chrono_bias_init():
+    hidden, max_length = 64, 200
+    cell = rnnjax.lstm(hidden, forget_bias=0.0, bias_init=rnnjax.chrono_bias_init(max_length))
+    b = np.asarray(cell.init(jax.random.key(0), 2, jnp.float64).b)
+    forget, inputs = b[hidden : 2 * hidden], b[:hidden]
+    assert (forget >= 0).all() and (forget <= np.log(max_length - 1)).all()
+    np.testing.assert_array_equal(inputs, -forget)
+    assert not b[2 * hidden :].any()
+    # Time scales 1/(1 - sigmoid(b_f)) ~ u spread over 1..T-1: a wide range, not one value.
+    assert np.exp(forget).max() > 0.8 * max_length and np.exp(forget).min() < 0.2 * max_length
+    with pytest.raises(ValueError, match="max_length must be at least 3, got 2"):
+        rnnjax.chrono_bias_init(2)
+    with pytest.raises(ValueError, match=r"initialises an LSTM bias of shape \(4H,\)"):
+        rnnjax.gru(3, bias_init=rnnjax.chrono_bias_init(10)).init(jax.random.key(0), 1)

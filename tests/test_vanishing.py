@@ -1,0 +1,110 @@
+"""The vanishing-gradient study: criteria, a tiny end-to-end run, every output file."""
+
+import json
+
+import pytest
+
+from rnnjax import vanishing
+from rnnjax.cli import main
+
+
+def test_success_criteria():
+    assert vanishing.classify("adding", 0.009, 1 / 6) == "solved"
+    assert vanishing.classify("adding", 0.05, 1 / 6) == "partial"
+    assert vanishing.classify("adding", 0.16, 1 / 6) == "failed"
+    assert vanishing.classify("copy", 0.5, 1.0) == "solved"
+    assert vanishing.classify("copy", 0.95, 1.0) == "failed"
+    assert vanishing.classify("recall", 0.005, 0.0833) == "solved"
+
+
+def test_quick_mode_settings():
+    assert vanishing.QUICK.tasks == ("adding",) and vanishing.QUICK.lengths == (50, 100)
+    assert set(vanishing.QUICK.variants) == set(vanishing.VARIANTS)
+    full = vanishing.StudyConfig()
+    assert full.lengths == (50, 100, 200, 400, 1000) and full.seeds == (0, 1, 2)
+    assert set(full.tasks) == {"adding", "copy", "recall"}
+
+
+def test_tiny_study_writes_every_output_and_resumes(tmp_path, capsys):
+    out = tmp_path / "study"
+    argv = [
+        "bench",
+        "vanishing",
+        "--tasks",
+        "adding,copy,recall",
+        "--cells",
+        "rnn,lstm-chrono",
+        "--lengths",
+        "6,9",
+        "--seeds",
+        "0",
+        "--steps",
+        "4",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {
+        "results.json",
+        "report.md",
+        "grad_norms.png",
+        "grad_heatmap.png",
+        "learning_curves.png",
+        "success_vs_length.png",
+    } <= names
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["runs"]) == 3 * 2 * 2
+    run = results["runs"][0]
+    for field in (
+        "status",
+        "final_test_loss",
+        "baseline_loss",
+        "steps",
+        "seconds",
+        "eval",
+        "steps_to_solve",
+        "diagnostics",
+    ):
+        assert field in run
+    for moment in ("init", "final"):
+        measured = run["diagnostics"][moment]
+        assert len(measured["grad"]["h"]) == run["length"]
+        assert len(measured["jacobian"]["h"]) == run["length"]
+        assert "horizon" in measured and "spectral_radius" in measured["health"]
+    chrono = next(r for r in results["runs"] if r["variant"] == "lstm-chrono")
+    assert "c" in chrono["diagnostics"]["init"]["grad"]  # the LSTM's cell state too
+    copy = next(r for r in results["runs"] if r["task"] == "copy")
+    assert len(copy["diagnostics"]["init"]["grad"]["h"]) == copy["length"] + 20
+    assert copy["final_test_accuracy"] is not None
+    assert results["meta"]["jax_version"] and results["meta"]["cpu_count"]
+    report = (out / "report.md").read_text()
+    for heading in (
+        "## Adding problem",
+        "## Copy memory",
+        "## Recall the first value",
+        "Gradient horizon",
+        "## Cell health",
+        "trivial baseline",
+    ):
+        assert heading in report
+    capsys.readouterr()
+    assert main([*argv, "--resume", "--no-plots"]) == 0
+    assert "0 runs to do (12 done)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--cells", "lstm,transformer"], "expected a comma-separated list from"),
+        (["--lengths", "10,x"], "expected comma-separated integers"),
+        (["--lengths", "1"], "lengths must be integers >= 2, got 1"),
+    ],
+)
+def test_bad_options_exit_2(extra, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "vanishing", *extra])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
