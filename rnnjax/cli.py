@@ -242,7 +242,9 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_vanishing(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+def _bench_vanishing(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, command: str
+) -> int:
     base = vanishing.QUICK if args.quick else vanishing.StudyConfig()
     overrides = {
         "tasks": args.tasks,
@@ -273,7 +275,6 @@ def _bench_vanishing(parser: argparse.ArgumentParser, args: argparse.Namespace) 
                 f"settings as {results_path}: {stored} vs {settings}\n",
             )
         previous = earlier["runs"]
-    command = "rnnjax bench vanishing " + " ".join(args.argv)
 
     def save(records: list[dict]) -> None:
         vanishing.save_results(
@@ -302,11 +303,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    args.argv = argv[2:]
     if args.command == "train":
         return _train(parser, args)
     if args.command == "bench" and args.bench == "vanishing":
-        return _bench_vanishing(parser, args)
+        return _bench_vanishing(parser, args, command="rnnjax " + " ".join(argv))
     parser.error(f"unknown command {args.command!r}")
     return 2
 

@@ -69,7 +69,8 @@ def render(results: dict, command: str = "") -> str:
         f"test loss on {study['test_size']} held-out sequences every {study['eval_every']} "
         f"steps. Gradient norms are averaged over {study['probe_size']} test sequences.",
         "",
-        f"Machine: {meta['cpu_count']} CPU cores, JAX {meta['jax_version']} "
+        f"Machine: {meta['cpu_count']} CPU cores ({meta.get('cpus_used') or meta['cpu_count']} "
+        f"used by the study), JAX {meta['jax_version']} "
         f"({meta['backend']}), Python {meta['python']}, {meta['date']}. "
         f"Training time of all runs: {total / 60:.1f} minutes.",
     ]

@@ -268,12 +268,13 @@ def run_study(
     """
     records = list(previous)
     done = {_key(r) for r in records}
+    # Seed by seed: an interrupted study (see `previous`) holds whole seeds first.
     grid = [
         (task, variant, length, seed)
+        for seed in study.seeds
         for task in study.tasks
         for length in study.lengths
         for variant in study.variants
-        for seed in study.seeds
     ]
     todo = [item for item in grid if item not in done]
     log(f"vanishing-gradient study: {len(todo)} runs to do ({len(grid) - len(todo)} done)")
@@ -294,6 +295,7 @@ def study_metadata(study: StudyConfig) -> dict:
         "jax_version": jax.__version__,
         "backend": jax.default_backend(),
         "cpu_count": os.cpu_count(),
+        "cpus_used": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "python": platform.python_version(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
