@@ -135,6 +135,12 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         help="stop once the test loss reaches this",
     )
     option("--seed", type=int, default=suppress, help="default 0")
+    option(
+        "--devices",
+        type=_positive_int,
+        default=suppress,
+        help="split each batch over this many devices (default 1)",
+    )
 
 
 def _name_list(choices: Sequence[str]):

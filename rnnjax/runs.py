@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import jax
 import optax
 
-from rnnjax import _files, checkpoint
+from rnnjax import _files, checkpoint, parallel
 from rnnjax.cells import gru, lstm, rnn
 from rnnjax.models import Model, sequence_model
 from rnnjax.tasks import TASKS, Task, TaskData, get_task
@@ -73,6 +73,8 @@ class TrainConfig:
       test_size: held-out sequences for evaluation.
       eval_every, log_every: steps between evaluations and between metric reads.
       target_loss: stop once the test loss reaches this (None: run all steps).
+      devices: split every batch over this many devices (data parallelism; the
+        batch size must divide evenly). 1 runs on the default device.
     """
 
     task: str = "adding"
@@ -99,6 +101,7 @@ class TrainConfig:
     eval_every: int = 250
     log_every: int = 50
     target_loss: float | None = None
+    devices: int = 1
 
     def __post_init__(self) -> None:
         choices = {
@@ -197,10 +200,11 @@ def build(config: TrainConfig, cell: Any = None) -> Run:
         clip_norm=config.clip or None,
         weight_decay=config.weight_decay,
     )
+    mesh = parallel.device_mesh(config.devices)
+    parallel.check_batch_size(config.batch_size, mesh)
     if config.train_size:
-        batches = shuffled_batches(
-            task.generate(k_data, config.train_size, config.length), config.batch_size
-        )
+        data = parallel.replicate(task.generate(k_data, config.train_size, config.length), mesh)
+        batches = shuffled_batches(data, config.batch_size)
     else:
         batches = sampled_batches(task, config.batch_size, config.length)
     test_data = task.generate(k_test, config.test_size, config.length)
@@ -209,8 +213,10 @@ def build(config: TrainConfig, cell: Any = None) -> Run:
         task=task,
         model=model,
         optimizer=optimizer,
-        state=init_state(params, optimizer, k_train),
-        train_step=make_train_step(task_loss(model, task, l2=config.l2), optimizer, batches),
+        state=parallel.replicate(init_state(params, optimizer, k_train), mesh),
+        train_step=make_train_step(
+            task_loss(model, task, l2=config.l2), optimizer, batches, mesh=mesh
+        ),
         batches=batches,
         evaluate=make_evaluate(model, task, test_data),
         test_data=test_data,

@@ -29,8 +29,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh
 
-from rnnjax import _checks, losses
+from rnnjax import _checks, losses, parallel
 from rnnjax.models import Model
 from rnnjax.tasks import Task, TaskData
 
@@ -184,7 +185,11 @@ def _dropout_key(key: Array, step: Array) -> Array:
 
 
 def make_train_step(
-    loss_fn: LossFn, optimizer: optax.GradientTransformation, batches: Batches
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    batches: Batches,
+    *,
+    mesh: Mesh | None = None,
 ) -> Callable[[TrainState, Any], tuple[TrainState, dict]]:
     """A compiled train step `step(state, batches.data) -> (state, metrics)`.
 
@@ -193,11 +198,19 @@ def make_train_step(
     gradient norm before clipping) and `finite`. A step whose loss or gradient
     is not finite leaves the state unchanged (`fit` then stops). Calls with the
     same shapes reuse one compilation.
+
+    With a `mesh` (`rnnjax.parallel.device_mesh`), every batch is split along its
+    batch axis over the mesh's devices and the state stays replicated; XLA reduces
+    the gradients across devices. Place the state (and any data set) on the
+    mesh first with `rnnjax.parallel.replicate` (`rnnjax.runs.build` does). The
+    batch size must divide evenly.
     """
+    parallel.check_batch_size(batches.batch_size, mesh)
 
     @jax.jit
     def step(state: TrainState, data: Any) -> tuple[TrainState, dict]:
         batch = batches.select(data, _batch_key(state.key, state.step), state.step)
+        batch = parallel.shard_batch(batch, mesh)
         (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params, batch, _dropout_key(state.key, state.step)
         )
@@ -207,6 +220,7 @@ def make_train_step(
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         candidate = TrainState(params, opt_state, state.step + 1, state.key)
         new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), candidate, state)
+        new_state = parallel.keep_replicated(new_state, mesh)
         return new_state, {"loss": loss, "grad_norm": grad_norm, "finite": finite}
 
     return step

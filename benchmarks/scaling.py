@@ -1,0 +1,114 @@
+"""Data-parallel throughput: training sequences per second on 1, 2 and 4 devices.
+
+    python benchmarks/scaling.py --out results/scaling
+
+Each device count runs in its own process (XLA reads its device flags once). On a
+CPU-only machine the devices are simulated (`--xla_force_host_platform_device_count`)
+and share the machine's cores, so more devices cannot mean more arithmetic here:
+the numbers show what sharding costs, not what it gains. On a machine with several
+GPUs, run the same script with `--platform gpu`: each device count then uses that
+many real GPUs. Writes scaling.json and scaling.md to --out.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+
+def measure(devices: int, config: dict, repeats: int, steps: int) -> dict:
+    """In this process: build the run on `devices` devices and time `steps` train steps."""
+    import jax
+
+    from rnnjax.runs import TrainConfig, build
+
+    run = build(TrainConfig(**config, devices=devices))
+    state = run.state
+    started = time.perf_counter()
+    state, _ = run.train_step(state, run.batches.data)  # compile and first step
+    jax.block_until_ready(state)
+    compile_seconds = time.perf_counter() - started
+    windows = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for _ in range(steps):
+            state, _ = run.train_step(state, run.batches.data)
+        jax.block_until_ready(state)
+        windows.append(time.perf_counter() - started)
+    seconds = statistics.median(windows) / steps
+    return {
+        "devices": devices,
+        "platform": jax.devices()[0].platform,
+        "ms_per_step": 1000 * seconds,
+        "sequences_per_second": config["batch_size"] / seconds,
+        "compile_and_first_step_seconds": compile_seconds,
+        "jax_version": jax.__version__,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default=os.path.join("results", "scaling"))
+    parser.add_argument("--devices", default="1,2,4", help="device counts, comma-separated")
+    parser.add_argument("--platform", default="cpu", choices=("cpu", "gpu"))
+    parser.add_argument("--cell", default="lstm", choices=("rnn", "lstm", "gru"))
+    parser.add_argument("--length", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=10, help="steps per timing window")
+    parser.add_argument("--repeats", type=int, default=5, help="timing windows (median reported)")
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    config = {
+        "task": "adding",
+        "cell": args.cell,
+        "length": args.length,
+        "hidden": 64,
+        "batch_size": args.batch_size,
+        "test_size": 8,
+    }
+    if args.child:
+        print(json.dumps(measure(args.child, config, args.repeats, args.steps)))
+        return 0
+    rows = []
+    for devices in (int(n) for n in args.devices.split(",")):
+        env = dict(os.environ, JAX_PLATFORMS=args.platform)
+        if args.platform == "cpu":
+            env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+        command = [sys.executable, __file__, "--child", str(devices), *sys.argv[1:]]
+        print(f"measuring {devices} device(s)...", file=sys.stderr, flush=True)
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        if done.returncode:
+            print(done.stderr[-2000:], file=sys.stderr)
+            return done.returncode
+        rows.append(json.loads(done.stdout))
+    single = rows[0]["sequences_per_second"]
+    os.makedirs(args.out, exist_ok=True)
+    result = {"config": config, "cpus_available": len(os.sched_getaffinity(0)), "rows": rows}
+    with open(os.path.join(args.out, "scaling.json"), "w") as file:
+        json.dump(result, file, indent=1)
+    lines = [
+        f"# Data-parallel throughput ({args.cell.upper()}, T = {args.length}, global batch "
+        f"{args.batch_size}, {rows[0]['platform']}, {result['cpus_available']} CPU core(s) "
+        f"available, JAX {rows[0]['jax_version']})",
+        "",
+        "| devices | ms per step | sequences / s | vs 1 device | compile + first step (s) |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['devices']} | {row['ms_per_step']:.1f} | {row['sequences_per_second']:,.0f} "
+            f"| {row['sequences_per_second'] / single:.2f}x | "
+            f"{row['compile_and_first_step_seconds']:.1f} |"
+        )
+    report = "\n".join(lines) + "\n"
+    with open(os.path.join(args.out, "scaling.md"), "w") as file:
+        file.write(report)
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

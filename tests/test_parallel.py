@@ -1,0 +1,68 @@
+"""Data parallelism over 4 simulated CPU devices, in a subprocess (XLA reads its flags once)."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rnnjax import parallel
+
+WORKER = pathlib.Path(__file__).with_name("parallel_worker.py")
+
+
+@pytest.fixture(scope="module")
+def report():
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu"
+    )
+    result = subprocess.run(
+        [sys.executable, str(WORKER)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+def test_four_devices_train_like_one(report):
+    """Same loss curve and parameters; the only difference is float32 reduction order."""
+    assert report["device_count"] == 4
+    for devices in ("2", "4"):
+        np.testing.assert_allclose(report["curves"][devices], report["curves"]["1"], rtol=1e-4)
+    assert report["max_param_difference"] < 1e-4 * max(1.0, report["max_param_magnitude"])
+    np.testing.assert_allclose(report["fixed_four"], report["fixed_one"], rtol=1e-4)
+
+
+def test_batch_is_sharded_and_state_replicated(report):
+    assert "P('batch',)" in report["batch_sharding"]
+    assert report["batch_devices"] == 4
+    assert report["batch_shard_shape"] == [4, 16, 2]  # 16 sequences, 4 on each device
+    assert "P()" in report["param_sharding_4"] and "'batch': 4" in report["param_sharding_4"]
+
+
+def test_bad_device_counts_and_batches_are_refused(report):
+    assert "devices must be between 1 and the 4 device(s) present" in report["errors"]["too_many"]
+    assert (
+        "batch_size (6) must be divisible by the number of devices (4)"
+        in (report["errors"]["indivisible"])
+    )
+
+
+def test_one_device_means_no_mesh_and_process_shards_partition_the_batch():
+    assert parallel.device_mesh(None) is None and parallel.device_mesh(1) is None
+    with pytest.raises(ValueError, match="devices must be between 1 and"):
+        parallel.device_mesh(0)
+    batch = np.arange(12)
+    shards = [parallel.process_shard(batch, process_index=i, process_count=3) for i in range(3)]
+    np.testing.assert_array_equal(np.concatenate(shards), batch)
+    with pytest.raises(ValueError, match="must be divisible by the number of processes"):
+        parallel.process_shard(np.arange(10), process_index=0, process_count=3)
+    with pytest.raises(ValueError, match=r"process_index must be in 0\.\.2, got 3"):
+        parallel.process_shard(batch, process_index=3, process_count=3)
