@@ -8,6 +8,12 @@ A model reads `xs (B, T, I)` (or integer tokens `(B, T)` with `vocab_size`) and
 outputs either one vector per sequence, read at each sequence's last valid
 step (many-to-one), or one per step (`per_step=True`, many-to-many).
 
+A left-to-right per-step model also generates autoregressively, as one compiled
+`lax.scan` from a prompt: a token model samples its next token (greedy at
+temperature 0, optionally among the top k) and reads it back; a real-valued model
+whose outputs have its inputs' size feeds each prediction back as its next input
+(closed-loop forecasting).
+
 Regularisation by dropout, all driven by the explicit `key` of `apply` and
 active only with `train=True`:
 
@@ -21,6 +27,7 @@ active only with `train=True`:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -58,11 +65,18 @@ class ModelParams(NamedTuple):
 
 
 class Model(NamedTuple):
-    """A sequence model: `init(key, input_size=None, dtype=None) -> ModelParams` and
-    `apply(params, xs, *, lengths=None, key=None, train=False) -> outputs`."""
+    """A sequence model: three pure functions.
+
+    Attributes:
+      init: `init(key, input_size=None, dtype=None) -> ModelParams`.
+      apply: `apply(params, xs, *, lengths=None, key=None, train=False) -> outputs`.
+      generate: `generate(params, prompt, *, num_steps, key=None, temperature=1.0,
+        top_k=None) -> continuation`, autoregressive generation (see `sequence_model`).
+    """
 
     init: Callable[..., ModelParams]
     apply: Callable[..., Array]
+    generate: Callable[..., Array]
 
 
 def _rate(name: str, value: float) -> float:
@@ -175,6 +189,13 @@ def sequence_model(
         ).astype(reference.dtype)
         return ModelParams(embedding, tuple(layers), Dense(w, jnp.zeros(output_size, w.dtype)))
 
+    def _readout(params: ModelParams, features: Array) -> Array:
+        w, b = params.readout
+        return features @ w + b.reshape((1,) * (features.ndim - 1) + (-1,))
+
+    def _embed(params: ModelParams, tokens: Array) -> Array:
+        return jnp.take(params.embedding, tokens, axis=0)
+
     def apply(
         params: ModelParams,
         xs: Array,
@@ -190,7 +211,7 @@ def sequence_model(
                     f"xs must be integer tokens (B, T) for a token model, got "
                     f"{xs.dtype} {_checks.shape_str(xs.shape)}"
                 )
-            xs = jnp.take(params.embedding, xs, axis=0)
+            xs = _embed(params, xs)
         elif xs.ndim != 3:
             raise ValueError(f"xs must have shape (B, T, I), got {_checks.shape_str(xs.shape)}")
         if len(params.layers) != num_layers:
@@ -208,8 +229,7 @@ def sequence_model(
             if dropping and dropout > 0 and index < num_layers - 1:
                 hs = _dropout(jax.random.fold_in(layer_key, 3), dropout, hs)
         features = hs if per_step else _last_features(hs, lengths)
-        readout = params.readout
-        return features @ readout.w + readout.b.reshape((1,) * (features.ndim - 1) + (-1,))
+        return _readout(params, features)
 
     def _masked_cells(layer_key: Array, layer_params: Any, xs_shape: tuple) -> list[Cell]:
         directions = layer_params if bidirectional_layers else Directions(layer_params, None)
@@ -239,4 +259,86 @@ def sequence_model(
         half = hs.shape[-1] // 2
         return jnp.concatenate([at_end[:, :half], hs[:, 0, half:]], axis=-1)
 
-    return Model(init, apply)
+    def _check_generation(params: ModelParams, prompt: Array) -> None:
+        if not per_step or bidirectional_layers:
+            raise ValueError(
+                "generate needs a left-to-right model with an output per step "
+                "(per_step=True, bidirectional_layers=False)"
+            )
+        if vocab_size is not None:
+            if prompt.ndim != 2 or not jnp.issubdtype(prompt.dtype, jnp.integer):
+                raise ValueError(
+                    f"prompt must be integer tokens (B, P), got {prompt.dtype} "
+                    f"{_checks.shape_str(prompt.shape)}"
+                )
+        elif prompt.ndim != 3 or prompt.shape[-1] != params.readout.w.shape[1]:
+            raise ValueError(
+                f"prompt must have shape (B, P, {params.readout.w.shape[1]}) so that each "
+                f"output can be fed back as the next input, got {_checks.shape_str(prompt.shape)}"
+            )
+
+    @functools.partial(jax.jit, static_argnames=("num_steps", "top_k"))
+    def _generate(
+        params: ModelParams,
+        prompt: Array,
+        key: Array,
+        temperature: Array,
+        num_steps: int,
+        top_k: int | None,
+    ) -> Array:
+        hs = prompt if vocab_size is None else _embed(params, prompt)
+        states = []
+        for layer_params in params.layers:
+            hs, final = recurrent(cell).apply(layer_params, hs)
+            states.append(final)
+        outputs = _readout(params, hs[:, -1])
+
+        def choose(step_key: Array, outputs: Array) -> tuple[Array, Array]:
+            """The emitted value and the next input vector."""
+            if vocab_size is None:
+                return outputs, outputs
+            logits = outputs
+            if top_k is not None:
+                kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
+                logits = jnp.where(logits < kth, -jnp.inf, logits)
+            scaled = logits / jnp.where(temperature > 0, temperature, 1).astype(logits.dtype)
+            sampled = jax.random.categorical(step_key, scaled, axis=-1)
+            token = jnp.where(temperature > 0, sampled, jnp.argmax(logits, axis=-1))
+            return token, _embed(params, token)
+
+        def body(carry: tuple, step_key: Array) -> tuple[tuple, Array]:
+            states, outputs = carry
+            emitted, x = choose(step_key, outputs)
+            new_states = []
+            for layer_params, state in zip(params.layers, states):
+                state, x = cell.step(layer_params, state, x)
+                new_states.append(state)
+            return (tuple(new_states), _readout(params, x)), emitted
+
+        keys = jax.random.split(key, num_steps)
+        _, emitted = jax.lax.scan(body, (tuple(states), outputs), keys)
+        return jnp.swapaxes(emitted, 0, 1)
+
+    def generate(
+        params: ModelParams,
+        prompt: Array,
+        *,
+        num_steps: int,
+        key: Array | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+    ) -> Array:
+        prompt = jnp.asarray(prompt)
+        _check_generation(params, prompt)
+        num_steps = _checks.positive_int("num_steps", num_steps)
+        if vocab_size is not None:
+            if not temperature >= 0:
+                raise ValueError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
+            if top_k is not None and not 1 <= _checks.positive_int("top_k", top_k) <= vocab_size:
+                raise ValueError(f"top_k must be in 1..{vocab_size}, got {top_k}")
+            if key is None and temperature > 0:
+                raise ValueError("key is required to sample with temperature > 0")
+        key = jax.random.key(0) if key is None else key
+        return _generate(params, prompt, key, jnp.asarray(temperature), num_steps, top_k)
+
+    return Model(init, apply, generate)

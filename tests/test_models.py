@@ -142,3 +142,83 @@ def test_model_errors():
     token_model = sequence_model(rnnjax.lstm(4), output_size=1, vocab_size=5)
     with pytest.raises(ValueError, match="xs must be integer tokens"):
         token_model.apply(token_model.init(jax.random.key(0)), inputs())
+
+
+def token_model(num_layers=2):
+    model = sequence_model(rnnjax.lstm(12), output_size=9, vocab_size=9, embedding_size=6,
+                           per_step=True, num_layers=num_layers)
+    params = model.init(jax.random.key(0))
+    # Sharpen the readout so that greedy choices are far from ties.
+    params = params._replace(readout=params.readout._replace(w=params.readout.w * 5))
+    return model, params
+
+
+PROMPT = jnp.array([[1, 2, 3, 4], [8, 0, 5, 5]])
+
+
+def test_greedy_generation_equals_rereading_the_growing_sequence():
+    model, params = token_model()
+    generated = model.generate(params, PROMPT, num_steps=6, temperature=0.0)
+    tokens = PROMPT
+    for _ in range(6):
+        next_token = jnp.argmax(model.apply(params, tokens)[:, -1], axis=-1)
+        tokens = jnp.concatenate([tokens, next_token[:, None]], axis=1)
+    np.testing.assert_array_equal(generated, tokens[:, PROMPT.shape[1] :])
+    top_one = model.generate(params, PROMPT, num_steps=6, key=jax.random.key(3),
+                             temperature=2.0, top_k=1)
+    np.testing.assert_array_equal(top_one, generated)  # top-1 sampling is greedy
+
+
+def test_sampling_is_deterministic_given_the_key():
+    model, params = token_model(num_layers=1)
+    first = model.generate(params, PROMPT, num_steps=40, key=jax.random.key(7))
+    again = model.generate(params, PROMPT, num_steps=40, key=jax.random.key(7))
+    other = model.generate(params, PROMPT, num_steps=40, key=jax.random.key(8))
+    np.testing.assert_array_equal(first, again)
+    assert first.shape == (2, 40) and not np.array_equal(first, other)
+    assert int(first.min()) >= 0 and int(first.max()) < 9
+    top_three = model.generate(params, PROMPT, num_steps=40, key=jax.random.key(7), top_k=3)
+    assert not np.array_equal(top_three, first)
+
+
+def test_sampling_follows_the_model_distribution():
+    """With one step from a fixed prompt, token frequencies match softmax(logits / T)."""
+    model, params = token_model(num_layers=1)
+    prompt = jnp.broadcast_to(PROMPT[:1], (4000, 4))
+    temperature = 1.5
+    probabilities = jax.nn.softmax(model.apply(params, PROMPT[:1])[0, -1] / temperature)
+    draws = model.generate(params, prompt, num_steps=1, key=jax.random.key(1),
+                           temperature=temperature)[:, 0]
+    frequencies = np.bincount(np.asarray(draws), minlength=9) / 4000
+    np.testing.assert_allclose(frequencies, probabilities, atol=0.03)
+
+
+def test_real_valued_generation_feeds_predictions_back():
+    model = sequence_model(rnnjax.gru(8), output_size=2, per_step=True)
+    params = model.init(jax.random.key(0), 2)
+    context = jax.random.normal(jax.random.key(1), (3, 5, 2))
+    forecast = model.generate(params, context, num_steps=4)
+    sequence = context
+    for _ in range(4):
+        sequence = jnp.concatenate([sequence, model.apply(params, sequence)[:, -1:]], axis=1)
+    np.testing.assert_allclose(forecast, sequence[:, 5:], rtol=1e-10, atol=1e-12)
+
+
+def test_generation_errors():
+    model, params = token_model()
+    with pytest.raises(ValueError, match="key is required to sample"):
+        model.generate(params, PROMPT, num_steps=3)
+    with pytest.raises(ValueError, match="temperature must be >= 0"):
+        model.generate(params, PROMPT, num_steps=3, temperature=-1.0)
+    with pytest.raises(ValueError, match=r"top_k must be in 1\.\.9, got 10"):
+        model.generate(params, PROMPT, num_steps=3, temperature=0.0, top_k=10)
+    with pytest.raises(ValueError, match="prompt must be integer tokens"):
+        model.generate(params, PROMPT.astype(float), num_steps=3, temperature=0.0)
+    many_to_one = sequence_model(rnnjax.gru(4), output_size=1)
+    with pytest.raises(ValueError, match="generate needs a left-to-right model"):
+        many_to_one.generate(many_to_one.init(jax.random.key(0), 1), jnp.ones((1, 3, 1)),
+                             num_steps=2)
+    mismatched = sequence_model(rnnjax.gru(4), output_size=3, per_step=True)
+    with pytest.raises(ValueError, match=r"prompt must have shape \(B, P, 3\)"):
+        mismatched.generate(mismatched.init(jax.random.key(0), 2), jnp.ones((1, 3, 2)),
+                            num_steps=2)
