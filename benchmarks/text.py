@@ -54,14 +54,18 @@ def count_parameters(params) -> int:
     return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params))
 
 
-def build(cell_name: str, hidden: int, vocab: int):
-    model = sequence_model(
+def make_model(cell_name: str, hidden: int, vocab: int):
+    return sequence_model(
         CELLS[cell_name](hidden),
         output_size=vocab,
         vocab_size=vocab,
         embedding_size=EMBEDDING,
         per_step=True,
     )
+
+
+def build(cell_name: str, hidden: int, vocab: int):
+    model = make_model(cell_name, hidden, vocab)
     return model, model.init(jax.random.key(0), dtype=jnp.float32)
 
 
@@ -69,13 +73,7 @@ def matched_hidden(cell_name: str, budget: int, vocab: int) -> int:
     """The hidden size whose model parameter count is closest to `budget`."""
 
     def size(hidden: int) -> int:
-        model = sequence_model(
-            CELLS[cell_name](hidden),
-            output_size=vocab,
-            vocab_size=vocab,
-            embedding_size=EMBEDDING,
-            per_step=True,
-        )
+        model = make_model(cell_name, hidden, vocab)
         shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), dtype=jnp.float32))
         return count_parameters(shapes)
 

@@ -10,7 +10,19 @@ gradients through time::
     hs, final_state = rnnjax.unroll(cell, params, jnp.ones((8, 100, 3)))
 """
 
-from rnnjax import tasks
+# Submodules, importable as attributes after `import rnnjax` (plots needs matplotlib: import
+# it explicitly as `rnnjax.plots`).
+from rnnjax import (
+    checkpoint,
+    diagnostics,
+    losses,
+    models,
+    parallel,
+    runs,
+    series,
+    tasks,
+    train,
+)
 from rnnjax.cells import (
     ACTIVATIONS,
     Cell,
@@ -39,13 +51,21 @@ __all__ = [
     "RNNParams",
     "__version__",
     "bidirectional",
+    "checkpoint",
     "chrono_bias_init",
+    "diagnostics",
     "gru",
+    "losses",
     "lstm",
+    "models",
     "output_size",
+    "parallel",
     "recurrent",
     "rnn",
+    "runs",
+    "series",
     "stack",
     "tasks",
+    "train",
     "unroll",
 ]

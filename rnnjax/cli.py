@@ -197,6 +197,11 @@ def _add_vanishing_options(parser: argparse.ArgumentParser) -> None:
         help="keep the runs already in DIR/results.json and do only the missing ones",
     )
     option("--no-plots", action="store_true", help="skip the PNG figures")
+    option(
+        "--report-only",
+        action="store_true",
+        help="run nothing: redraw report.md and the figures from DIR/results.json",
+    )
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -283,14 +288,20 @@ def _bench_vanishing(
         previous = earlier["runs"]
 
     def save(records: list[dict]) -> None:
-        vanishing.save_results(
-            results_path, {"meta": vanishing.study_metadata(study), "runs": records}
-        )
+        meta = {**vanishing.study_metadata(study), "command": command}
+        vanishing.save_results(results_path, {"meta": meta, "runs": records})
 
-    os.makedirs(args.out, exist_ok=True)
     started = time.perf_counter()
-    results = vanishing.run_study(study, previous=previous, on_record=save)
-    save(results["runs"])
+    if args.report_only:
+        if not os.path.isfile(results_path):
+            parser.exit(2, f"rnnjax bench vanishing: error: --report-only needs {results_path}\n")
+        with open(results_path) as file:
+            results = json.load(file)
+        command = results["meta"].get("command", command.replace(" --report-only", ""))
+    else:
+        os.makedirs(args.out, exist_ok=True)
+        results = vanishing.run_study(study, previous=previous, on_record=save)
+        save(results["runs"])
     _files.write_atomically(
         os.path.join(args.out, "report.md"),
         lambda f: f.write(report.render(results, command).encode()),

@@ -18,7 +18,7 @@ matplotlib.use("Agg")  # files only; never opens a window
 import matplotlib.pyplot as plt
 import numpy as np
 
-from rnnjax import _files
+from rnnjax import _files, vanishing
 
 COLOURS = {
     "rnn": "#d62728",
@@ -53,19 +53,9 @@ def _variants(results: dict) -> list[str]:
     return [v for v in COLOURS if v in present]
 
 
-def showcase(results: dict) -> tuple[str, int, int]:
-    """The (task, length, seed) the per-step figures show: the adding problem at its
-    longest length if it was run, else the first task's longest length."""
-    tasks = [r["task"] for r in results["runs"]]
-    task = "adding" if "adding" in tasks else tasks[0]
-    length = max(r["length"] for r in _runs(results, task=task))
-    seed = min(r["seed"] for r in _runs(results, task=task, length=length))
-    return task, length, seed
-
-
 def grad_norms_figure(results: dict, path: str) -> str:
     """log10 ||dL/dh_t|| against t, at initialisation and after training, one line per cell."""
-    task, length, seed = showcase(results)
+    task, length, seed = vanishing.showcase(results)
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True, layout="constrained")
     for axis, moment, title in zip(
         axes, ("init", "final"), ("at initialisation", "after training")
@@ -95,8 +85,12 @@ def grad_norms_figure(results: dict, path: str) -> str:
 
 def grad_heatmap_figure(results: dict, path: str, floor: float = -12.0) -> str:
     """log10 relative gradient norm over (time step x training step), one panel per cell."""
-    task, length, seed = showcase(results)
-    variants = _variants(results)
+    task, length, seed = vanishing.showcase(results)
+    variants = [
+        v
+        for v in _variants(results)
+        if _runs(results, task=task, length=length, seed=seed, variant=v)
+    ]
     figure, axes = plt.subplots(
         1,
         len(variants),

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 
-from rnnjax.vanishing import VARIANTS
+from rnnjax.vanishing import VARIANTS, showcase
 
 TASK_NAMES = {"adding": "Adding problem", "copy": "Copy memory", "recall": "Recall the first value"}
 CRITERIA = {
@@ -76,6 +77,15 @@ def render(results: dict, command: str = "") -> str:
     ]
     if command:
         lines += ["", f"Command: `{command}`"]
+    planned = math.prod(len(study[k]) for k in ("tasks", "variants", "lengths", "seeds"))
+    if len(runs) < planned:
+        lines += [
+            "",
+            f"**A partial study: {len(runs)} of the {planned} planned runs** (tasks "
+            f"{', '.join(study['tasks'])}; lengths {', '.join(map(str, study['lengths']))}; "
+            f"seeds {', '.join(map(str, study['seeds']))}). The same command with `--resume` "
+            "runs the missing ones and keeps these.",
+        ]
     lines += [
         "",
         "Each cell: runs solved / runs · median final test loss · median steps to solve "
@@ -120,9 +130,7 @@ def render(results: dict, command: str = "") -> str:
 
 
 def _health_section(results: dict, variants: list[str]) -> list[str]:
-    first = results["runs"][0]
-    task = "adding" if _runs(results, task="adding") else first["task"]
-    length = max(r["length"] for r in _runs(results, task=task))
+    task, length, _ = showcase(results)
     lines = [
         "",
         f"## Cell health ({TASK_NAMES[task].lower()}, T = {length}, median over seeds)",

@@ -287,6 +287,27 @@ def run_study(
     return {"meta": study_metadata(study), "runs": records}
 
 
+def _matching(results: dict, **match: object) -> list[dict]:
+    return [r for r in results["runs"] if all(r[k] == v for k, v in match.items())]
+
+
+def showcase(results: dict) -> tuple[str, int, int]:
+    """The (task, length, seed) the per-step figures show: the adding problem if it was
+    run, at the longest length that every cell variant has reached (in a partial study)."""
+    tasks = [r["task"] for r in results["runs"]]
+    task = "adding" if "adding" in tasks else tasks[0]
+    runs = _matching(results, task=task)
+    seed = min(r["seed"] for r in runs)
+    lengths = {r["length"] for r in runs}
+
+    def coverage(length: int) -> tuple[int, int]:
+        return len(
+            {r["variant"] for r in _matching(results, task=task, seed=seed, length=length)}
+        ), length
+
+    return task, max(lengths, key=coverage), seed
+
+
 def study_metadata(study: StudyConfig) -> dict:
     """The settings and the machine, recorded next to the results."""
     return {

@@ -19,10 +19,31 @@ def load(name):
 def test_forecast_smoke(tmp_path, capsys):
     forecast = load("forecast")
     out = tmp_path / "forecast"
-    assert forecast.main(["--points", "600", "--steps", "5", "--window", "20", "--test-stride",
-                          "50", "--cells", "rnn,lstm", "--out", str(out)]) == 0
-    assert {p.name for p in out.iterdir()} >= {"forecast.json", "report.md", "forecast.png",
-                                               "nrmse.png"}
+    assert (
+        forecast.main(
+            [
+                "--points",
+                "600",
+                "--steps",
+                "5",
+                "--window",
+                "20",
+                "--test-stride",
+                "50",
+                "--cells",
+                "rnn,lstm",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert {p.name for p in out.iterdir()} >= {
+        "forecast.json",
+        "report.md",
+        "forecast.png",
+        "nrmse.png",
+    }
     results = json.loads((out / "forecast.json").read_text())
     for name, horizon in (("mackey-glass", 50), ("seasonal", 48)):
         record = results["series"][name]
@@ -38,9 +59,29 @@ def test_text_smoke_on_a_given_file(tmp_path, capsys):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("the quick brown fox jumps over the lazy dog.\n" * 120)
     out = tmp_path / "text"
-    assert text.main(["--text", str(corpus), "--chars", "5000", "--steps", "6", "--length", "20",
-                      "--eval-every", "3", "--sample-chars", "12", "--lstm-hidden", "8",
-                      "--out", str(out)]) == 0
+    assert (
+        text.main(
+            [
+                "--text",
+                str(corpus),
+                "--chars",
+                "5000",
+                "--steps",
+                "6",
+                "--length",
+                "20",
+                "--eval-every",
+                "3",
+                "--sample-chars",
+                "12",
+                "--lstm-hidden",
+                "8",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert {p.name for p in out.iterdir()} >= {"text.json", "report.md", "learning_curves.png"}
     results = json.loads((out / "text.json").read_text())
     budget = results["parameter_budget"]

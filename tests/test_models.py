@@ -145,8 +145,14 @@ def test_model_errors():
 
 
 def token_model(num_layers=2):
-    model = sequence_model(rnnjax.lstm(12), output_size=9, vocab_size=9, embedding_size=6,
-                           per_step=True, num_layers=num_layers)
+    model = sequence_model(
+        rnnjax.lstm(12),
+        output_size=9,
+        vocab_size=9,
+        embedding_size=6,
+        per_step=True,
+        num_layers=num_layers,
+    )
     params = model.init(jax.random.key(0))
     # Sharpen the readout so that greedy choices are far from ties.
     params = params._replace(readout=params.readout._replace(w=params.readout.w * 5))
@@ -164,8 +170,9 @@ def test_greedy_generation_equals_rereading_the_growing_sequence():
         next_token = jnp.argmax(model.apply(params, tokens)[:, -1], axis=-1)
         tokens = jnp.concatenate([tokens, next_token[:, None]], axis=1)
     np.testing.assert_array_equal(generated, tokens[:, PROMPT.shape[1] :])
-    top_one = model.generate(params, PROMPT, num_steps=6, key=jax.random.key(3),
-                             temperature=2.0, top_k=1)
+    top_one = model.generate(
+        params, PROMPT, num_steps=6, key=jax.random.key(3), temperature=2.0, top_k=1
+    )
     np.testing.assert_array_equal(top_one, generated)  # top-1 sampling is greedy
 
 
@@ -187,8 +194,9 @@ def test_sampling_follows_the_model_distribution():
     prompt = jnp.broadcast_to(PROMPT[:1], (4000, 4))
     temperature = 1.5
     probabilities = jax.nn.softmax(model.apply(params, PROMPT[:1])[0, -1] / temperature)
-    draws = model.generate(params, prompt, num_steps=1, key=jax.random.key(1),
-                           temperature=temperature)[:, 0]
+    draws = model.generate(
+        params, prompt, num_steps=1, key=jax.random.key(1), temperature=temperature
+    )[:, 0]
     frequencies = np.bincount(np.asarray(draws), minlength=9) / 4000
     np.testing.assert_allclose(frequencies, probabilities, atol=0.03)
 
@@ -216,9 +224,9 @@ def test_generation_errors():
         model.generate(params, PROMPT.astype(float), num_steps=3, temperature=0.0)
     many_to_one = sequence_model(rnnjax.gru(4), output_size=1)
     with pytest.raises(ValueError, match="generate needs a left-to-right model"):
-        many_to_one.generate(many_to_one.init(jax.random.key(0), 1), jnp.ones((1, 3, 1)),
-                             num_steps=2)
+        many_to_one.generate(
+            many_to_one.init(jax.random.key(0), 1), jnp.ones((1, 3, 1)), num_steps=2
+        )
     mismatched = sequence_model(rnnjax.gru(4), output_size=3, per_step=True)
     with pytest.raises(ValueError, match=r"prompt must have shape \(B, P, 3\)"):
-        mismatched.generate(mismatched.init(jax.random.key(0), 2), jnp.ones((1, 3, 2)),
-                            num_steps=2)
+        mismatched.generate(mismatched.init(jax.random.key(0), 2), jnp.ones((1, 3, 2)), num_steps=2)

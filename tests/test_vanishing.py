@@ -90,9 +90,18 @@ def test_tiny_study_writes_every_output_and_resumes(tmp_path, capsys):
         "trivial baseline",
     ):
         assert heading in report
+    assert "partial study" not in report
     capsys.readouterr()
     assert main([*argv, "--resume", "--no-plots"]) == 0
     assert "0 runs to do (12 done)" in capsys.readouterr().err
+    # A study cut short is reported as partial, and the report can be redrawn alone.
+    results["runs"] = results["runs"][:5]
+    (out / "results.json").write_text(json.dumps(results))
+    (out / "grad_norms.png").unlink()
+    assert main([*argv, "--report-only"]) == 0
+    redrawn = (out / "report.md").read_text()
+    assert "**A partial study: 5 of the 12 planned runs**" in redrawn
+    assert "--report-only" not in redrawn and (out / "grad_norms.png").is_file()
 
 
 @pytest.mark.parametrize(
