@@ -94,6 +94,11 @@ def accuracy(logits: Array, labels: Array, mask: Array | None = None) -> Array:
     return _masked_mean(hits, mask, "label")
 
 
+def is_weight_matrix(leaf: Any) -> bool:
+    """Weight matrices (rank 2 or more) are regularised; biases and scalars are not."""
+    return jnp.ndim(leaf) >= 2
+
+
 def l2_penalty(params: Any) -> Array:
     """`0.5 * sum(w ** 2)` over every weight matrix (arrays of rank 2 or more), biases excluded.
 
@@ -106,7 +111,7 @@ def l2_penalty(params: Any) -> Array:
       >>> float(l2_penalty({"w": jnp.ones((2, 3)), "b": jnp.ones(3)}))
       3.0
     """
-    weights = [leaf for leaf in jax.tree.leaves(params) if jnp.ndim(leaf) >= 2]
+    weights = [leaf for leaf in jax.tree.leaves(params) if is_weight_matrix(leaf)]
     if not weights:
         return jnp.zeros(())
     return 0.5 * sum(jnp.sum(jnp.square(w)) for w in weights)

@@ -44,10 +44,6 @@ def _save(figure: plt.Figure, path: str) -> str:
     return _files.write_atomically(path, lambda file: file.write(buffer.getvalue()))
 
 
-def _runs(results: dict, **match: object) -> list[dict]:
-    return [r for r in results["runs"] if all(r[k] == v for k, v in match.items())]
-
-
 def _variants(results: dict) -> list[str]:
     present = {r["variant"] for r in results["runs"]}
     return [v for v in COLOURS if v in present]
@@ -61,7 +57,9 @@ def grad_norms_figure(results: dict, path: str) -> str:
         axes, ("init", "final"), ("at initialisation", "after training")
     ):
         for variant in _variants(results):
-            for run in _runs(results, task=task, length=length, seed=seed, variant=variant):
+            for run in vanishing.matching_runs(
+                results, task=task, length=length, seed=seed, variant=variant
+            ):
                 values = np.asarray(run["diagnostics"][moment]["grad"]["h"])
                 axis.plot(
                     np.arange(1, len(values) + 1),
@@ -89,7 +87,7 @@ def grad_heatmap_figure(results: dict, path: str, floor: float = -12.0) -> str:
     variants = [
         v
         for v in _variants(results)
-        if _runs(results, task=task, length=length, seed=seed, variant=v)
+        if vanishing.matching_runs(results, task=task, length=length, seed=seed, variant=v)
     ]
     figure, axes = plt.subplots(
         1,
@@ -102,7 +100,9 @@ def grad_heatmap_figure(results: dict, path: str, floor: float = -12.0) -> str:
     image = None
     budget = 0
     for axis, variant in zip(axes[0], variants):
-        (run,) = _runs(results, task=task, length=length, seed=seed, variant=variant)
+        (run,) = vanishing.matching_runs(
+            results, task=task, length=length, seed=seed, variant=variant
+        )
         rows = [(0, run["diagnostics"]["init"]["grad"]["h"])]
         rows += [(d["step"], d["log10_grad_h"]) for d in run["diagnostics"]["during"]]
         steps = np.asarray([s for s, _ in rows], dtype=float)
@@ -149,7 +149,7 @@ def learning_curves_figure(results: dict, path: str) -> str:
     for row, task in enumerate(tasks):
         for column, length in enumerate(lengths):
             axis = axes[row][column]
-            runs = _runs(results, task=task, length=length)
+            runs = vanishing.matching_runs(results, task=task, length=length)
             for variant in _variants(results):
                 for index, run in enumerate(r for r in runs if r["variant"] == variant):
                     steps = [0] + [e["step"] for e in run["eval"]]
@@ -203,11 +203,11 @@ def success_vs_length_figure(results: dict, path: str) -> str:
         1, len(tasks), figsize=(5.4 * len(tasks), 4.6), squeeze=False, layout="constrained"
     )
     for axis, task in zip(axes[0], tasks):
-        lengths = sorted({r["length"] for r in _runs(results, task=task)})
+        lengths = sorted({r["length"] for r in vanishing.matching_runs(results, task=task)})
         for variant in _variants(results):
             medians, solved = [], []
             for length in lengths:
-                runs = _runs(results, task=task, length=length, variant=variant)
+                runs = vanishing.matching_runs(results, task=task, length=length, variant=variant)
                 ratios = [r["final_test_loss"] / r["baseline_loss"] for r in runs]
                 medians.append(np.median(ratios) if ratios else np.nan)
                 solved.append(sum(r["status"] == "solved" for r in runs) / max(len(runs), 1))
@@ -230,7 +230,7 @@ def success_vs_length_figure(results: dict, path: str) -> str:
                         markeredgecolor=COLOURS[variant],
                         zorder=3,
                     )
-        any_run = _runs(results, task=task)[0]
+        any_run = vanishing.matching_runs(results, task=task)[0]
         axis.axhline(1.0, color="black", linestyle="--", linewidth=1, label="trivial baseline")
         axis.axhline(
             any_run["solved_below"] / any_run["baseline_loss"],

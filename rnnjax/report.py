@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import statistics
 
-from rnnjax.vanishing import VARIANTS, showcase
+from rnnjax.vanishing import VARIANTS, matching_runs, showcase
 
 TASK_NAMES = {"adding": "Adding problem", "copy": "Copy memory", "recall": "Recall the first value"}
 CRITERIA = {
@@ -15,10 +15,6 @@ CRITERIA = {
     "recall": "solved: test MSE below 10% of the baseline (90% of the variance explained); "
     "failed: within 10% of the baseline",
 }
-
-
-def _runs(results: dict, **match: object) -> list[dict]:
-    return [r for r in results["runs"] if all(r[k] == v for k, v in match.items())]
 
 
 def _ordered(values: set, order: list) -> list:
@@ -92,13 +88,15 @@ def render(results: dict, command: str = "") -> str:
         "· accuracy on the recalled symbols (copy). **Bold**: solved by every seed.",
     ]
     for task in tasks:
-        lengths = sorted({r["length"] for r in _runs(results, task=task)})
-        baselines = {t: _runs(results, task=task, length=t)[0]["baseline_loss"] for t in lengths}
+        lengths = sorted({r["length"] for r in matching_runs(results, task=task)})
+        baselines = {
+            t: matching_runs(results, task=task, length=t)[0]["baseline_loss"] for t in lengths
+        }
         lines += ["", f"## {TASK_NAMES[task]}", "", CRITERIA[task] + ".", ""]
         header = ["cell"] + [f"T = {t}" for t in lengths]
         rows = [
             [VARIANTS[v]]
-            + [_outcome(_runs(results, task=task, variant=v, length=t)) for t in lengths]
+            + [_outcome(matching_runs(results, task=task, variant=v, length=t)) for t in lengths]
             for v in variants
         ]
         rows.append(["*trivial baseline*"] + [f"{baselines[t]:.3g}" for t in lengths])
@@ -111,7 +109,7 @@ def render(results: dict, command: str = "") -> str:
         ]
         rows = [
             [VARIANTS[v]]
-            + [_horizon(_runs(results, task=task, variant=v, length=t)) for t in lengths]
+            + [_horizon(matching_runs(results, task=task, variant=v, length=t)) for t in lengths]
             for v in variants
         ]
         lines += _table(header, rows)
@@ -120,7 +118,9 @@ def render(results: dict, command: str = "") -> str:
             [VARIANTS[v]]
             + [
                 f"{statistics.median(r['seconds'] for r in found):.0f}" if found else "–"
-                for found in (_runs(results, task=task, variant=v, length=t) for t in lengths)
+                for found in (
+                    matching_runs(results, task=task, variant=v, length=t) for t in lengths
+                )
             ]
             for v in variants
         ]
@@ -144,7 +144,7 @@ def _health_section(results: dict, variants: list[str]) -> list[str]:
     header = ["cell", "ρ", "σ", "mean forget / update gate", "saturated"]
     rows = []
     for variant in variants:
-        runs = _runs(results, task=task, length=length, variant=variant)
+        runs = matching_runs(results, task=task, length=length, variant=variant)
         if not runs:
             continue
 

@@ -69,7 +69,7 @@ def init_state(params: Any, optimizer: optax.GradientTransformation, key: Array)
 
 def _weights_only(params: Any) -> Any:
     """Weight decay applies to matrices (rank >= 2), never to biases."""
-    return jax.tree.map(lambda leaf: jnp.ndim(leaf) >= 2, params)
+    return jax.tree.map(losses.is_weight_matrix, params)
 
 
 def make_optimizer(

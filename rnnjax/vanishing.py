@@ -287,7 +287,8 @@ def run_study(
     return {"meta": study_metadata(study), "runs": records}
 
 
-def _matching(results: dict, **match: object) -> list[dict]:
+def matching_runs(results: dict, **match: object) -> list[dict]:
+    """The records of `results` whose fields equal `match`, e.g. `task="adding", length=100`."""
     return [r for r in results["runs"] if all(r[k] == v for k, v in match.items())]
 
 
@@ -296,13 +297,13 @@ def showcase(results: dict) -> tuple[str, int, int]:
     run, at the longest length that every cell variant has reached (in a partial study)."""
     tasks = [r["task"] for r in results["runs"]]
     task = "adding" if "adding" in tasks else tasks[0]
-    runs = _matching(results, task=task)
+    runs = matching_runs(results, task=task)
     seed = min(r["seed"] for r in runs)
     lengths = {r["length"] for r in runs}
 
     def coverage(length: int) -> tuple[int, int]:
         return len(
-            {r["variant"] for r in _matching(results, task=task, seed=seed, length=length)}
+            {r["variant"] for r in matching_runs(results, task=task, seed=seed, length=length)}
         ), length
 
     return task, max(lengths, key=coverage), seed
