@@ -36,7 +36,7 @@ from typing import Any, NamedTuple, Union
 import jax
 import jax.numpy as jnp
 
-from rnnjax import _checks
+from rnnjax import _checks, fused
 
 Array = jax.Array
 Initializer = Callable[..., Array]
@@ -260,6 +260,8 @@ def rnn(
         h = act(_with_bias(x @ params.w_ih + state @ params.w_hh, params.b))
         return h, h
 
+    if isinstance(activation, str):
+        fused.register(step, fused.rnn_kernel(activation))
     return Cell(init, initial_state, step)
 
 
@@ -332,6 +334,7 @@ def lstm(
         h = jax.nn.sigmoid(o) * jnp.tanh(c)
         return LSTMState(h, c), h
 
+    fused.register(step, fused.LSTM_KERNEL)
     return Cell(init, initial_state, step)
 
 
@@ -403,6 +406,7 @@ def gru(
         h = (1 - z) * n + z * state
         return h, h
 
+    fused.register(step, fused.GRU_KERNEL)
     return Cell(init, initial_state, step)
 
 

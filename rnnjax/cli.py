@@ -141,6 +141,12 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         default=suppress,
         help="split each batch over this many devices (default 1)",
     )
+    option(
+        "--checkpoint-every",
+        type=int,
+        default=suppress,
+        help="gradient checkpointing over chunks of this many steps; 0 = off (default)",
+    )
 
 
 def _name_list(choices: Sequence[str]):

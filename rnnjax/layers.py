@@ -33,7 +33,8 @@ class Layer(NamedTuple):
       init: `init(key, input_size, dtype=None) -> params`.
       initial_state: `initial_state(params, batch_shape=()) -> state`, all zeros.
       apply: `apply(params, xs, *, state=None, lengths=None, time_major=False,
-        unroll=1) -> (hs, final_state)` with the shapes of `rnnjax.unroll`.
+        unroll=1, checkpoint_every=None) -> (hs, final_state)`, with the shapes
+        and options of `rnnjax.unroll`.
     """
 
     init: Callable[..., Any]
@@ -69,6 +70,7 @@ def recurrent(cell: Cell, *, reverse: bool = False) -> Layer:
         lengths: Array | None = None,
         time_major: bool = False,
         unroll: int | bool = 1,
+        checkpoint_every: int | None = None,
     ) -> tuple[Array, Any]:
         return unroll_cell(
             cell,
@@ -79,6 +81,7 @@ def recurrent(cell: Cell, *, reverse: bool = False) -> Layer:
             reverse=reverse,
             time_major=time_major,
             unroll=unroll,
+            checkpoint_every=checkpoint_every,
         )
 
     return Layer(cell.init, cell.initial_state, apply)
@@ -138,6 +141,7 @@ def stack(*layers: Union[Cell, Layer]) -> Layer:
         lengths: Array | None = None,
         time_major: bool = False,
         unroll: int | bool = 1,
+        checkpoint_every: int | None = None,
     ) -> tuple[Array, tuple]:
         _check_count(params, members)
         states = (None,) * len(members) if state is None else state
@@ -151,6 +155,7 @@ def stack(*layers: Union[Cell, Layer]) -> Layer:
                 lengths=lengths,
                 time_major=time_major,
                 unroll=unroll,
+                checkpoint_every=checkpoint_every,
             )
             final_states.append(final)
         return xs, tuple(final_states)
@@ -210,9 +215,12 @@ def bidirectional(forward: Cell, backward: Cell | None = None) -> Layer:
         lengths: Array | None = None,
         time_major: bool = False,
         unroll: int | bool = 1,
+        checkpoint_every: int | None = None,
     ) -> tuple[Array, Directions]:
         state = Directions(None, None) if state is None else Directions(*state)
-        options = dict(lengths=lengths, time_major=time_major, unroll=unroll)
+        options = dict(
+            lengths=lengths, time_major=time_major, unroll=unroll, checkpoint_every=checkpoint_every
+        )
         hs_forward, final_forward = forward_layer.apply(
             params.forward, xs, state=state.forward, **options
         )

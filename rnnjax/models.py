@@ -115,6 +115,7 @@ def sequence_model(
     dropout: float = 0.0,
     input_dropout: float = 0.0,
     state_dropout: float = 0.0,
+    checkpoint_every: int | None = None,
 ) -> Model:
     """Builds a sequence model around `cell`.
 
@@ -129,6 +130,9 @@ def sequence_model(
       dropout: dropout rate between recurrent layers.
       input_dropout: variational dropout rate on each layer's inputs.
       state_dropout: variational dropout rate on the recurrent hidden state.
+      checkpoint_every: gradient checkpointing in every layer over chunks of
+        this many steps (see `rnnjax.unroll`): training memory grows with about
+        `T / checkpoint_every + checkpoint_every` steps instead of `T`.
 
     Returns:
       A `Model`. `apply(params, xs, *, lengths=None, key=None, train=False)`:
@@ -157,6 +161,8 @@ def sequence_model(
     elif embedding_size is not None:
         raise ValueError("embedding_size needs vocab_size: embeddings are for token inputs")
     uses_dropout = dropout > 0 or input_dropout > 0 or state_dropout > 0
+    if checkpoint_every is not None:
+        checkpoint_every = _checks.positive_int("checkpoint_every", checkpoint_every)
 
     def make_layer(layer_cell: Cell, backward_cell: Cell | None = None) -> Any:
         if bidirectional_layers:
@@ -225,7 +231,9 @@ def sequence_model(
             layer = make_layer(cell)
             if dropping and (input_dropout > 0 or state_dropout > 0):
                 layer = make_layer(*_masked_cells(layer_key, layer_params, hs.shape))
-            hs, _ = layer.apply(layer_params, hs, lengths=lengths)
+            hs, _ = layer.apply(
+                layer_params, hs, lengths=lengths, checkpoint_every=checkpoint_every
+            )
             if dropping and dropout > 0 and index < num_layers - 1:
                 hs = _dropout(jax.random.fold_in(layer_key, 3), dropout, hs)
         features = hs if per_step else _last_features(hs, lengths)

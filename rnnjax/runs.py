@@ -75,6 +75,8 @@ class TrainConfig:
       target_loss: stop once the test loss reaches this (None: run all steps).
       devices: split every batch over this many devices (data parallelism; the
         batch size must divide evenly). 1 runs on the default device.
+      checkpoint_every: gradient checkpointing over chunks of this many steps
+        (see `rnnjax.unroll`), for long sequences in bounded memory; 0 is off.
     """
 
     task: str = "adding"
@@ -102,6 +104,7 @@ class TrainConfig:
     log_every: int = 50
     target_loss: float | None = None
     devices: int = 1
+    checkpoint_every: int = 0
 
     def __post_init__(self) -> None:
         choices = {
@@ -128,7 +131,7 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("clip", "weight_decay", "l2", "train_size"):
+        for name in ("clip", "weight_decay", "l2", "train_size", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if not self.lr > 0 or not math.isfinite(self.lr):
@@ -187,6 +190,7 @@ def build(config: TrainConfig, cell: Any = None) -> Run:
         dropout=config.dropout,
         input_dropout=config.input_dropout,
         state_dropout=config.state_dropout,
+        checkpoint_every=config.checkpoint_every or None,
     )
     seed_key = jax.random.key(config.seed)
     k_init, k_train, k_test, k_data = (jax.random.fold_in(seed_key, i) for i in range(4))

@@ -10,6 +10,7 @@ to keep the number of compilations small.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -18,6 +19,7 @@ import numpy as np
 
 from rnnjax import _checks
 from rnnjax.cells import Cell
+from rnnjax.fused import fused_unroll, kernel_for
 
 Array = jax.Array
 
@@ -32,6 +34,8 @@ def unroll(
     reverse: bool = False,
     time_major: bool = False,
     unroll: int | bool = 1,
+    checkpoint_every: int | None = None,
+    fused: bool = True,
 ) -> tuple[Array, Any]:
     """Runs `cell` over every step of `xs` and returns all outputs and the final state.
 
@@ -53,6 +57,16 @@ def unroll(
       time_major: whether batched `xs` and the returned `hs` are `(T, B, ...)`.
       unroll: how many steps `lax.scan` places in one loop iteration (`True`:
         all of them). Results are identical; only speed and compile time change.
+      checkpoint_every: gradient checkpointing over chunks of this many steps:
+        the backward pass keeps only the state at the start of each chunk and
+        recomputes the chunk's forward pass when it reaches it, so the memory
+        of training grows with `T / checkpoint_every + checkpoint_every` steps
+        of activations instead of `T` (about `sqrt(T)` is a good choice), for
+        one more forward pass of compute. Outputs and gradients are unchanged.
+      fused: use the cell's fused kernel (`rnnjax.fused`) when it has one: the
+        built-in cells do, except an RNN with a custom activation. `False`
+        runs `cell.step` in the scan and differentiates it with JAX's autodiff,
+        the readable reference the fused kernels are tested against.
 
     Returns:
       `(hs, final_state)`: `hs` is `(B, T, H)` (`(T, B, H)` time-major, `(T, H)`
@@ -95,31 +109,110 @@ def unroll(
         raise ValueError("xs must have at least one time step, got T = 0")
 
     state = _initial_carry(cell, params, state, batch_shape, dtype)
-    if lengths is None:
-
-        def body(carry: Any, x: Array) -> tuple[Any, Array]:
-            new_carry, h = cell.step(params, carry, x)
-            return _cast_like(new_carry, carry), h
-
-        final_state, hs = jax.lax.scan(body, state, xs, reverse=reverse, unroll=unroll)
-    else:
+    valid = None
+    if lengths is not None:
         lengths = _check_lengths(lengths, batch_shape, num_steps)
+        steps = jnp.arange(num_steps).reshape((num_steps,) + (1,) * len(batch_shape))
+        valid = steps < lengths[None]
+    if checkpoint_every is not None:
+        checkpoint_every = _checks.positive_int("checkpoint_every", checkpoint_every)
 
-        def body(carry: Any, x_and_t: tuple[Array, Array]) -> tuple[Any, Array]:
-            x, t = x_and_t
-            new_carry, h = cell.step(params, carry, x)
-            valid = (t < lengths)[..., None]
-            new_carry = jax.tree.map(
-                lambda new, old: jnp.where(valid, new, old), _cast_like(new_carry, carry), carry
-            )
-            return new_carry, jnp.where(valid, h, 0)
+    # The kernels see one flat batch: xs (T, N, I), states (N, H), valid (T, N).
+    flat = int(np.prod(batch_shape, dtype=int))
+    xs = xs.reshape(num_steps, flat, xs.shape[-1])
+    state = jax.tree.map(lambda s: s.reshape(flat, s.shape[-1]), state)
+    if valid is not None:
+        valid = valid.reshape(num_steps, flat)
+    kernel = kernel_for(cell) if fused else None
+    if kernel is not None:
 
-        final_state, hs = jax.lax.scan(
-            body, state, (xs, jnp.arange(num_steps)), reverse=reverse, unroll=unroll
-        )
+        def run(state: Any, xs: Array, valid: Array | None) -> tuple[Any, Array]:
+            return fused_unroll(kernel, params, xs, state, valid, reverse=reverse, unroll=unroll)
+
+    else:
+
+        def run(state: Any, xs: Array, valid: Array | None) -> tuple[Any, Array]:
+            return _reference_unroll(cell, params, xs, state, valid, reverse, unroll)
+
+    if checkpoint_every is None or checkpoint_every >= num_steps:
+        final_state, hs = run(state, xs, valid)
+    else:
+        final_state, hs = _checkpointed(run, state, xs, valid, checkpoint_every, reverse)
+
+    hs = hs.reshape(num_steps, *batch_shape, hs.shape[-1])
+    final_state = jax.tree.map(lambda s: s.reshape(*batch_shape, s.shape[-1]), final_state)
     if hs.ndim == 3 and not time_major:
         hs = jnp.swapaxes(hs, 0, 1)
     return hs, final_state
+
+
+def _reference_unroll(
+    cell: Cell,
+    params: Any,
+    xs: Array,
+    state: Any,
+    valid: Array | None,
+    reverse: bool,
+    unroll: int | bool,
+) -> tuple[Any, Array]:
+    """`cell.step` in a `lax.scan`: `xs (T, N, I)` -> `(final_state, hs (T, N, H))`."""
+
+    def body(carry: Any, step_inputs: tuple[Array, Array | None]) -> tuple[Any, Array]:
+        x, valid_t = step_inputs
+        new_carry, h = cell.step(params, carry, x)
+        new_carry = _cast_like(new_carry, carry)
+        if valid_t is None:
+            return new_carry, h
+        keep = valid_t[:, None]
+        new_carry = jax.tree.map(lambda new, old: jnp.where(keep, new, old), new_carry, carry)
+        return new_carry, jnp.where(keep, h, 0)
+
+    return jax.lax.scan(body, state, (xs, valid), reverse=reverse, unroll=unroll)
+
+
+def _checkpointed(
+    run: Callable[..., tuple[Any, Array]],
+    state: Any,
+    xs: Array,
+    valid: Array | None,
+    chunk: int,
+    reverse: bool,
+) -> tuple[Any, Array]:
+    """`run` over chunks of `chunk` steps, each under `jax.checkpoint`.
+
+    An outer `lax.scan` walks the chunks, so autodiff saves only each chunk's
+    starting state; the backward pass re-runs a chunk's forward pass to get its
+    activations. Steps left over after the last whole chunk (fewer than `chunk`)
+    run as one plain segment, first when the sequence runs in reverse.
+    """
+    num_steps = xs.shape[0]
+    num_chunks, tail = divmod(num_steps, chunk)
+    split = num_chunks * chunk
+
+    def chunks(a: Array | None) -> Array | None:
+        return None if a is None else a[:split].reshape(num_chunks, chunk, *a.shape[1:])
+
+    def rest(a: Array | None) -> Array | None:
+        return None if a is None else a[split:]
+
+    run_chunk = jax.checkpoint(run)
+
+    def body(carry: Any, chunk_inputs: tuple) -> tuple[Any, Array]:
+        return run_chunk(carry, *chunk_inputs)
+
+    def head(state: Any) -> tuple[Any, Array]:
+        state, hs = jax.lax.scan(body, state, (chunks(xs), chunks(valid)), reverse=reverse)
+        return state, hs.reshape(split, *hs.shape[2:])
+
+    if not tail:
+        return head(state)
+    if reverse:
+        state, hs_tail = run(state, rest(xs), rest(valid))
+        state, hs_head = head(state)
+    else:
+        state, hs_head = head(state)
+        state, hs_tail = run(state, rest(xs), rest(valid))
+    return state, jnp.concatenate([hs_head, hs_tail], axis=0)
 
 
 def _check_input_size(params: Any, xs: Array) -> None:

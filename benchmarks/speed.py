@@ -1,0 +1,467 @@
+"""Speed: rnnjax against Flax, Equinox and PyTorch on the CPU, side by side in one process.
+
+    python benchmarks/speed.py --out results/speed            # about 15 minutes on 2 cores
+    python benchmarks/speed.py --quick --out results/speed-quick
+
+Four measurements, written to `speed.json` and `speed.md` in --out:
+
+1. **Training step and inference** per shape `(B, T, I, H)` and cell, float32:
+   one training step is `value_and_grad` of the mean squared error between the
+   last hidden state and a fixed target (no optimizer update, for every library
+   alike); inference is the forward pass over the whole sequence returning every
+   step's output. Each library is compiled and warmed up first, then all of them
+   are timed in interleaved rounds and the median is reported. Peers run only if
+   installed: Flax linen (`nn.RNN` around each cell, and `OptimizedLSTMCell`),
+   Equinox (its cells in a `lax.scan`; it has no vanilla RNN cell) and PyTorch
+   (`nn.RNN/LSTM/GRU`, all cores, denormals flushed to zero as XLA does: without
+   it PyTorch's LSTM backward at T = 1000 runs about 8x slower here, on gradients
+   that underflow).
+2. **Achieved GFLOP/s** of each training step (`6 B T (I + H) G` for `G` gate
+   units: forward and two backward matmuls) against a large matmul measured here.
+3. **Compile time** of rnnjax's training step at T = 100 and T = 10,000.
+4. **Memory and time against T** for an LSTM (B = 16, H = 64, I = 1) trained
+   with and without gradient checkpointing (`checkpoint_every ~ sqrt(T)`), each
+   configuration in its own process, peak resident memory read from the OS.
+"""
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+FULL_SHAPES = [
+    ("lstm", (32, 1000, 1, 128)),
+    ("lstm", (64, 200, 64, 256)),
+    ("gru", (32, 1000, 1, 128)),
+    ("gru", (64, 200, 64, 256)),
+    ("rnn", (32, 1000, 1, 128)),
+    ("rnn", (64, 200, 64, 256)),
+    ("lstm", (16, 10000, 1, 64)),
+]
+QUICK_SHAPES = [
+    ("lstm", (32, 200, 1, 128)),
+    ("gru", (32, 200, 1, 128)),
+    ("rnn", (32, 200, 1, 128)),
+]
+FULL_MEMORY_LENGTHS = (1000, 10000, 100000)
+QUICK_MEMORY_LENGTHS = (1000, 10000)
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+# -- the implementations: each returns (train_step, forward), both taking no arguments --
+
+
+def rnnjax_impl(cell_name, shape, fused=True):
+    import jax
+    import jax.numpy as jnp
+
+    import rnnjax
+
+    _, _, inputs, hidden = shape
+    cell = getattr(rnnjax, cell_name)(hidden)
+    params = cell.init(jax.random.key(0), inputs, jnp.float32)
+    xs, target = _jax_data(shape)
+
+    def loss(params, xs):
+        hs, _ = rnnjax.unroll(cell, params, xs, fused=fused)
+        return jnp.mean((hs[:, -1] - target) ** 2)
+
+    grad = jax.jit(jax.value_and_grad(loss))
+    forward = jax.jit(lambda params, xs: rnnjax.unroll(cell, params, xs, fused=fused)[0])
+    return (
+        lambda: jax.block_until_ready(grad(params, xs)),
+        lambda: jax.block_until_ready(forward(params, xs)),
+    )
+
+
+def flax_impl(cell_name, shape, optimized=False):
+    import jax
+    import jax.numpy as jnp
+    from flax import linen as nn
+
+    hidden = shape[-1]
+    cells = {"rnn": nn.SimpleCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
+    cell_type = nn.OptimizedLSTMCell if optimized else cells[cell_name]
+    model = nn.RNN(cell_type(features=hidden))
+    xs, target = _jax_data(shape)
+    params = model.init(jax.random.key(0), xs)
+
+    def loss(params, xs):
+        return jnp.mean((model.apply(params, xs)[:, -1] - target) ** 2)
+
+    grad = jax.jit(jax.value_and_grad(loss))
+    forward = jax.jit(model.apply)
+    return (
+        lambda: jax.block_until_ready(grad(params, xs)),
+        lambda: jax.block_until_ready(forward(params, xs)),
+    )
+
+
+def equinox_impl(cell_name, shape):
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    batch, _, inputs, hidden = shape
+    cell_type = {"lstm": eqx.nn.LSTMCell, "gru": eqx.nn.GRUCell}[cell_name]
+    cell = cell_type(inputs, hidden, key=jax.random.key(0))
+    xs, target = _jax_data(shape)
+
+    def run(cell, xs):
+        zeros = jnp.zeros((batch, hidden))
+        state = (zeros, zeros) if cell_name == "lstm" else zeros
+        step = jax.vmap(cell)
+
+        def body(state, x):
+            state = step(x, state)
+            return state, state[0] if cell_name == "lstm" else state
+
+        return jax.lax.scan(body, state, jnp.swapaxes(xs, 0, 1))[1]
+
+    def loss(cell, xs):
+        return jnp.mean((run(cell, xs)[-1] - target) ** 2)
+
+    grad = eqx.filter_jit(eqx.filter_value_and_grad(loss))
+    forward = eqx.filter_jit(run)
+    return (
+        lambda: jax.block_until_ready(grad(cell, xs)),
+        lambda: jax.block_until_ready(forward(cell, xs)),
+    )
+
+
+def torch_impl(cell_name, shape):
+    import torch
+
+    torch.set_flush_denormal(True)
+    torch.set_num_threads(os.cpu_count() or 1)
+    _, _, inputs, hidden = shape
+    module_type = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell_name]
+    torch.manual_seed(0)
+    module = module_type(inputs, hidden, batch_first=True)
+    xs, target = (torch.from_numpy(np.asarray(a)) for a in _numpy_data(shape))
+
+    def train_step():
+        module.zero_grad()
+        outputs, _ = module(xs)
+        loss = ((outputs[:, -1] - target) ** 2).mean()
+        loss.backward()
+        return loss.item()
+
+    def forward():
+        with torch.no_grad():
+            return module(xs)[0]
+
+    return train_step, forward
+
+
+def _numpy_data(shape):
+    batch, length, inputs, hidden = shape
+    rng = np.random.default_rng(0)
+    xs = rng.standard_normal((batch, length, inputs)).astype(np.float32)
+    target = (0.5 * rng.standard_normal((batch, hidden))).astype(np.float32)
+    return xs, target
+
+
+def _jax_data(shape):
+    import jax.numpy as jnp
+
+    return tuple(jnp.asarray(a) for a in _numpy_data(shape))
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def implementations(cell_name, shape):
+    """`{name: constructor}` of every implementation available for this cell."""
+    impls = {
+        "rnnjax": lambda: rnnjax_impl(cell_name, shape),
+        "rnnjax reference path": lambda: rnnjax_impl(cell_name, shape, fused=False),
+    }
+    if _installed("flax"):
+        impls["Flax linen"] = lambda: flax_impl(cell_name, shape)
+        if cell_name == "lstm":
+            impls["Flax OptimizedLSTMCell"] = lambda: flax_impl(cell_name, shape, optimized=True)
+    if _installed("equinox") and cell_name != "rnn":
+        impls["Equinox"] = lambda: equinox_impl(cell_name, shape)
+    if _installed("torch"):
+        impls["PyTorch"] = lambda: torch_impl(cell_name, shape)
+    return impls
+
+
+# -- timing -------------------------------------------------------------------------------
+
+
+def time_once(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def measure_shape(cell_name, shape, rounds):
+    """Compile and warm every implementation, then time them in interleaved rounds."""
+    built, first_call = {}, {}
+    for name, make in implementations(cell_name, shape).items():
+        train_step, forward = make()
+        first_call[name] = time_once(train_step)  # trace + compile + one step
+        time_once(forward)
+        time_once(train_step)
+        time_once(forward)
+        built[name] = (train_step, forward)
+    train_times = {name: [] for name in built}
+    forward_times = {name: [] for name in built}
+    for _ in range(rounds):
+        for name, (train_step, forward) in built.items():
+            train_times[name].append(time_once(train_step))
+            forward_times[name].append(time_once(forward))
+    batch, length, inputs, hidden = shape
+    flops = 6 * batch * length * (inputs + hidden) * GATES[cell_name] * hidden
+    result = {}
+    for name in built:
+        train = statistics.median(train_times[name])
+        result[name] = {
+            "train_ms": 1000 * train,
+            "forward_ms": 1000 * statistics.median(forward_times[name]),
+            "first_call_s": first_call[name],
+            "train_gflops": flops / train / 1e9,
+        }
+    return result
+
+
+def matmul_peak_gflops(size=2048, repeats=7) -> float:
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+    matmul = jax.jit(lambda a: a @ a)
+    jax.block_until_ready(matmul(a))
+    seconds = statistics.median(
+        time_once(lambda: jax.block_until_ready(matmul(a))) for _ in range(repeats)
+    )
+    return 2 * size**3 / seconds / 1e9
+
+
+def compile_seconds(length, repeats=3, shape=(32, None, 1, 128)) -> float:
+    """Median time to lower and compile rnnjax's LSTM training step at this length."""
+    import jax
+    import jax.numpy as jnp
+
+    import rnnjax
+
+    batch, _, inputs, hidden = shape
+    cell = rnnjax.lstm(hidden)
+    params = cell.init(jax.random.key(0), inputs, jnp.float32)
+    xs = jnp.zeros((batch, length, inputs), jnp.float32)
+
+    def fresh_step():
+        """A new function each time, so nothing is served from JAX's caches."""
+
+        def loss(params, xs):
+            return jnp.mean(rnnjax.unroll(cell, params, xs)[0][:, -1] ** 2)
+
+        return jax.jit(jax.value_and_grad(loss))
+
+    return statistics.median(
+        time_once(lambda: fresh_step().lower(params, xs).compile()) for _ in range(repeats)
+    )
+
+
+# -- memory against length, one process per configuration -----------------------------
+
+
+def memory_worker(length: int, chunk: int, repeats: int) -> dict:
+    """In this process: one LSTM training step at this length; peak RSS and median time."""
+    import jax
+    import jax.numpy as jnp
+
+    import rnnjax
+
+    batch, inputs, hidden = 16, 1, 64
+    cell = rnnjax.lstm(hidden)
+    params = cell.init(jax.random.key(0), inputs, jnp.float32)
+    xs = jax.random.normal(jax.random.key(1), (batch, length, inputs), jnp.float32)
+
+    def loss(params, xs):
+        hs, _ = rnnjax.unroll(cell, params, xs, checkpoint_every=chunk or None)
+        return jnp.mean(hs[:, -1] ** 2)
+
+    step = jax.jit(jax.value_and_grad(loss))
+    jax.block_until_ready(step(params, xs))
+    seconds = statistics.median(
+        time_once(lambda: jax.block_until_ready(step(params, xs))) for _ in range(repeats)
+    )
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "length": length,
+        "checkpoint_every": chunk or None,
+        "train_s": seconds,
+        "peak_rss_mb": peak_kib / 1024,
+    }
+
+
+def memory_table(lengths) -> list[dict]:
+    rows = []
+    for length in lengths:
+        for chunk in (0, round(math.sqrt(length))):
+            command = [sys.executable, __file__, "--memory-worker", str(length), str(chunk)]
+            done = subprocess.run(command, capture_output=True, text=True, check=True)
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+            print(
+                f"  memory T={length:>6} checkpoint_every={row['checkpoint_every']}: "
+                f"{row['peak_rss_mb']:.0f} MB, {row['train_s']:.2f} s per step",
+                flush=True,
+            )
+            rows.append(row)
+    return rows
+
+
+# -- report ----------------------------------------------------------------------------------
+
+
+def versions() -> dict:
+    import importlib.metadata
+
+    found = {
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+    }
+    for package in ("jax", "jaxlib", "flax", "equinox", "torch"):
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            found[package] = None
+    return found
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}"
+
+
+def markdown(results: dict) -> str:
+    meta = results["meta"]
+    lines = [
+        "# Speed: rnnjax against its peers on the CPU",
+        "",
+        f"JAX {meta['jax']}, Flax {meta['flax']}, Equinox {meta['equinox']}, "
+        f"PyTorch {meta['torch']}; {meta['cpu_count']} CPUs; float32; median of "
+        f"{meta['rounds']} interleaved rounds after warm-up. A large float32 matmul runs "
+        f"at {meta['matmul_peak_gflops']:.0f} GFLOP/s here.",
+        "",
+        "## Training step (value_and_grad), milliseconds",
+        "",
+    ]
+    for kind, key in (("train", "train_ms"), ("forward", "forward_ms")):
+        if kind == "forward":
+            lines += ["", "## Inference (forward over the whole sequence), milliseconds", ""]
+        names = []
+        for row in results["shapes"]:
+            names += [n for n in row["results"] if n not in names]
+        lines.append(
+            "| cell (B, T, I, H) | " + " | ".join(names) + " | rnnjax / PyTorch "
+            "| rnnjax / best of Flax, Equinox |"
+        )
+        lines.append("|---" * (len(names) + 3) + "|")
+        for row in results["shapes"]:
+            res = row["results"]
+            cells = [f"{res[n][key]:.1f}" if n in res else "–" for n in names]
+            ours = res["rnnjax"][key]
+            torch = ratio(ours, res["PyTorch"][key]) if "PyTorch" in res else "–"
+            jax_peers = [res[n][key] for n in res if n.startswith(("Flax", "Equinox"))]
+            best = ratio(ours, min(jax_peers)) if jax_peers else "–"
+            lines.append(
+                f"| {row['cell']} {tuple(row['shape'])} | "
+                + " | ".join(cells)
+                + f" | {torch} | {best} |"
+            )
+    lines += [
+        "",
+        "## Achieved GFLOP/s of the training step",
+        "",
+        "| cell (B, T, I, H) | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 1) + "|",
+    ]
+    for row in results["shapes"]:
+        res = row["results"]
+        cells = [f"{res[n]['train_gflops']:.1f}" if n in res else "–" for n in names]
+        lines.append(f"| {row['cell']} {tuple(row['shape'])} | " + " | ".join(cells) + " |")
+    compile_times = results["compile_seconds"]
+    lines += [
+        "",
+        "## Compile time of rnnjax's LSTM training step (B = 32, H = 128)",
+        "",
+        "| T | seconds |",
+        "|---|---|",
+    ]
+    lines += [f"| {t} | {s:.2f} |" for t, s in compile_times.items()]
+    lengths = list(compile_times)
+    lines += [
+        "",
+        f"T = {lengths[-1]} / T = {lengths[0]}: "
+        f"{compile_times[lengths[-1]] / compile_times[lengths[0]]:.2f}x.",
+        "",
+    ]
+    lines += [
+        "## Memory and time against T: LSTM, B = 16, H = 64, one training step",
+        "",
+        "| T | checkpoint_every | peak resident memory (MB) | seconds per step |",
+        "|---|---|---|---|",
+    ]
+    for row in results["memory"]:
+        lines.append(
+            f"| {row['length']} | {row['checkpoint_every'] or 'off'} | "
+            f"{row['peak_rss_mb']:.0f} | {row['train_s']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--memory-worker":
+        print(json.dumps(memory_worker(int(sys.argv[2]), int(sys.argv[3]), repeats=2)))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default=os.path.join("results", "speed"))
+    parser.add_argument("--quick", action="store_true", help="small shapes, T up to 10,000")
+    parser.add_argument("--rounds", type=int, default=None, help="timing rounds (default 7)")
+    args = parser.parse_args()
+    shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
+    rounds = args.rounds or (3 if args.quick else 7)
+
+    results = {"meta": {**versions(), "rounds": rounds, "quick": args.quick}, "shapes": []}
+    results["meta"]["matmul_peak_gflops"] = matmul_peak_gflops()
+    for cell_name, shape in shapes:
+        print(f"{cell_name} {shape} ...", flush=True)
+        measured = measure_shape(cell_name, shape, rounds)
+        for name, row in measured.items():
+            print(
+                f"  {name:<24} train {row['train_ms']:8.1f} ms   "
+                f"forward {row['forward_ms']:8.1f} ms",
+                flush=True,
+            )
+        results["shapes"].append({"cell": cell_name, "shape": list(shape), "results": measured})
+    results["compile_seconds"] = {length: compile_seconds(length) for length in (100, 10000)}
+    print(f"compile seconds: {results['compile_seconds']}", flush=True)
+    results["memory"] = memory_table(QUICK_MEMORY_LENGTHS if args.quick else FULL_MEMORY_LENGTHS)
+
+    os.makedirs(args.out, exist_ok=True)
+    from rnnjax._files import write_atomically, write_json
+
+    write_json(os.path.join(args.out, "speed.json"), results)
+    text = markdown(results)
+    write_atomically(os.path.join(args.out, "speed.md"), lambda f: f.write(text.encode()))
+    print(f"wrote {args.out}/speed.json and speed.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

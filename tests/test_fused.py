@@ -1,0 +1,139 @@
+"""The fused kernels and gradient checkpointing equal the readable reference path."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rnnjax
+from rnnjax import fused
+
+from helpers import make_cell, random_inputs, random_params
+
+B, T, I, H = 3, 9, 2, 4
+
+
+def outputs_and_grads(cell, params, xs, state, **options):
+    """All outputs of `unroll` and the gradients of a loss that reads every one of them."""
+
+    def loss(params, xs, state):
+        hs, final = rnnjax.unroll(cell, params, xs, state=state, **options)
+        return jnp.sum(jnp.sin(hs)) + sum(jnp.sum(jnp.cos(s)) for s in jax.tree.leaves(final))
+
+    hs, final = rnnjax.unroll(cell, params, xs, state=state, **options)
+    return (hs, final), jax.grad(loss, argnums=(0, 1, 2))(params, xs, state)
+
+
+def assert_trees_close(got, want, tol=1e-12):
+    got_leaves, want_leaves = jax.tree.leaves(got), jax.tree.leaves(want)
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for g, w in zip(got_leaves, want_leaves):
+        np.testing.assert_allclose(g, w, rtol=tol, atol=tol)
+
+
+def setup(cell_name, seed=0):
+    cell = make_cell(cell_name, H)
+    keys = jax.random.split(jax.random.key(seed), 3)
+    params = random_params(cell, keys[0], I)
+    xs = random_inputs(keys[1], (B, T, I))
+    state = jax.tree.map(
+        lambda s: 0.5 * jax.random.normal(keys[2], s.shape, s.dtype),
+        cell.initial_state(params, (B,)),
+    )
+    return cell, params, xs, state
+
+
+def test_every_builtin_cell_has_a_kernel():
+    for cell in (rnnjax.rnn(3), rnnjax.rnn(3, "relu"), rnnjax.lstm(3), rnnjax.gru(3)):
+        assert fused.kernel_for(cell) is not None
+    custom = rnnjax.rnn(3, activation=jnp.sin)
+    assert fused.kernel_for(custom) is None
+    wrapped = rnnjax.Cell(custom.init, custom.initial_state, lambda p, s, x: custom.step(p, s, x))
+    assert fused.kernel_for(wrapped) is None
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_fused_equals_reference_outputs_and_gradients(cell_name, reverse, with_lengths):
+    cell, params, xs, state = setup(cell_name)
+    lengths = jnp.array([T, 2, 6]) if with_lengths else None
+    options = dict(lengths=lengths, reverse=reverse)
+    got = outputs_and_grads(cell, params, xs, state, fused=True, **options)
+    want = outputs_and_grads(cell, params, xs, state, fused=False, **options)
+    assert_trees_close(got, want)
+
+
+def test_fused_relu_rnn_equals_reference():
+    cell = rnnjax.rnn(H, activation="relu")
+    params = random_params(cell, jax.random.key(1), I)
+    xs = random_inputs(jax.random.key(2), (B, T, I))
+    state = cell.initial_state(params, (B,))
+    got = outputs_and_grads(cell, params, xs, state, fused=True)
+    want = outputs_and_grads(cell, params, xs, state, fused=False)
+    assert_trees_close(got, want)
+
+
+def test_fused_time_major_and_unbatched(cell_name):
+    cell, params, xs, state = setup(cell_name)
+    time_major = outputs_and_grads(cell, params, jnp.swapaxes(xs, 0, 1), state, time_major=True)
+    want = outputs_and_grads(
+        cell, params, jnp.swapaxes(xs, 0, 1), state, time_major=True, fused=False
+    )
+    assert_trees_close(time_major, want)
+    one = jax.tree.map(lambda s: s[0], state)
+    unbatched = outputs_and_grads(cell, params, xs[0], one)
+    want = outputs_and_grads(cell, params, xs[0], one, fused=False)
+    assert_trees_close(unbatched, want)
+
+
+@pytest.mark.parametrize("chunk", [3, 4, 2 * T])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_checkpointing_changes_nothing(cell_name, chunk, reverse):
+    """Whole chunks (3 divides T), a leftover tail (4), a chunk longer than T."""
+    cell, params, xs, state = setup(cell_name)
+    lengths = jnp.array([T, 2, 6])
+    want = outputs_and_grads(cell, params, xs, state, lengths=lengths, reverse=reverse)
+    for use_fused in (True, False):
+        got = outputs_and_grads(
+            cell,
+            params,
+            xs,
+            state,
+            lengths=lengths,
+            reverse=reverse,
+            checkpoint_every=chunk,
+            fused=use_fused,
+        )
+        assert_trees_close(got, want)
+
+
+def test_checkpointing_keeps_only_chunk_boundaries():
+    """XLA's buffer plan shrinks: activations of about T / chunk + chunk steps, not T."""
+    cell = rnnjax.lstm(8)
+    params = cell.init(jax.random.key(0), 1, jnp.float32)
+    xs = jnp.ones((2, 400, 1), jnp.float32)
+
+    def temp_bytes(**options):
+        def loss(params):
+            return jnp.sum(rnnjax.unroll(cell, params, xs, **options)[1].h)
+
+        compiled = jax.jit(jax.grad(loss)).lower(params).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+
+    plain, chunked = temp_bytes(), temp_bytes(checkpoint_every=20)
+    assert chunked < plain / 3, (plain, chunked)
+
+
+def test_checkpoint_every_is_checked():
+    cell = rnnjax.gru(3)
+    params = cell.init(jax.random.key(0), 2)
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        rnnjax.unroll(cell, params, jnp.ones((1, 4, 2)), checkpoint_every=0)
+
+
+def test_fused_gradient_in_float32_is_close_to_float64(cell_name):
+    cell, params, xs, state = setup(cell_name)
+    want = outputs_and_grads(cell, params, xs, state)
+    to32 = lambda tree: jax.tree.map(lambda a: a.astype(jnp.float32), tree)  # noqa: E731
+    got = outputs_and_grads(cell, to32(params), to32(xs), to32(state))
+    assert_trees_close(jax.tree.map(lambda a: a.astype(jnp.float64), got), want, tol=1e-4)
