@@ -14,8 +14,8 @@ Four measurements, written to `speed.json` and `speed.md` in --out:
    installed: Flax linen (`nn.RNN` around each cell, and `OptimizedLSTMCell`),
    Equinox (its cells in a `lax.scan`; it has no vanilla RNN cell) and PyTorch
    (`nn.RNN/LSTM/GRU`, all cores, denormals flushed to zero as XLA does: without
-   it PyTorch's LSTM backward at T = 1000 runs about 8x slower here, on gradients
-   that underflow).
+   it PyTorch's LSTM backward at T = 1000 ran about 8x slower in our exploratory
+   timing, on gradients that underflow).
 2. **Achieved GFLOP/s** of each training step (`6 B T (I + H) G` for `G` gate
    units: forward and two backward matmuls) against a large matmul measured here.
 3. **Compile time** of rnnjax's training step at T = 100 and T = 10,000.
@@ -185,7 +185,7 @@ def _installed(module: str) -> bool:
 def implementations(cell_name, shape):
     """`{name: constructor}` of every implementation available for this cell."""
     impls = {
-        "rnnjax": lambda: rnnjax_impl(cell_name, shape),
+        "rnnjax fused kernel": lambda: rnnjax_impl(cell_name, shape, fused=True),
         "rnnjax reference path": lambda: rnnjax_impl(cell_name, shape, fused=False),
     }
     if _installed("flax"):
@@ -300,13 +300,25 @@ def memory_worker(length: int, chunk: int, repeats: int) -> dict:
     seconds = statistics.median(
         time_once(lambda: jax.block_until_ready(step(params, xs))) for _ in range(repeats)
     )
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "length": length,
         "checkpoint_every": chunk or None,
         "train_s": seconds,
-        "peak_rss_mb": peak_kib / 1024,
+        "peak_rss_mb": peak_resident_mb(),
     }
+
+
+def peak_resident_mb() -> float:
+    """This process's peak resident memory since it started its program (Linux VmHWM).
+
+    Not `getrusage`'s `ru_maxrss`, which a child process inherits from the parent
+    it was forked from, so it would report the benchmark's own footprint.
+    """
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def memory_table(lengths) -> list[dict]:
@@ -344,6 +356,15 @@ def versions() -> dict:
     return found
 
 
+def default_path(cell_name: str) -> str:
+    """The implementation `rnnjax.unroll` runs for this cell when not told (`fused=None`)."""
+    import rnnjax
+    from rnnjax.fused import kernel_for
+
+    uses_kernel = kernel_for(getattr(rnnjax, cell_name)(1)) is not None
+    return "rnnjax fused kernel" if uses_kernel else "rnnjax reference path"
+
+
 def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}"
 
@@ -368,14 +389,14 @@ def markdown(results: dict) -> str:
         for row in results["shapes"]:
             names += [n for n in row["results"] if n not in names]
         lines.append(
-            "| cell (B, T, I, H) | " + " | ".join(names) + " | rnnjax / PyTorch "
-            "| rnnjax / best of Flax, Equinox |"
+            "| cell (B, T, I, H) | " + " | ".join(names) + " | rnnjax default / PyTorch "
+            "| rnnjax default / best of Flax, Equinox |"
         )
         lines.append("|---" * (len(names) + 3) + "|")
         for row in results["shapes"]:
             res = row["results"]
             cells = [f"{res[n][key]:.1f}" if n in res else "–" for n in names]
-            ours = res["rnnjax"][key]
+            ours = res[default_path(row["cell"])][key]
             torch = ratio(ours, res["PyTorch"][key]) if "PyTorch" in res else "–"
             jax_peers = [res[n][key] for n in res if n.startswith(("Flax", "Equinox"))]
             best = ratio(ours, min(jax_peers)) if jax_peers else "–"
@@ -432,10 +453,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=os.path.join("results", "speed"))
     parser.add_argument("--quick", action="store_true", help="small shapes, T up to 10,000")
-    parser.add_argument("--rounds", type=int, default=None, help="timing rounds (default 7)")
+    parser.add_argument("--rounds", type=int, default=None, help="timing rounds (default 5)")
     args = parser.parse_args()
     shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
-    rounds = args.rounds or (3 if args.quick else 7)
+    rounds = args.rounds or (3 if args.quick else 5)
 
     results = {"meta": {**versions(), "rounds": rounds, "quick": args.quick}, "shapes": []}
     results["meta"]["matmul_peak_gflops"] = matmul_peak_gflops()

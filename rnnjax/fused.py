@@ -54,12 +54,16 @@ class Kernel(NamedTuple):
       extra_grads: `extra_grads(params, d_hw_sum) -> dict` of cotangents of any
         parameter besides `w_ih`, `w_hh` and `b` (the GRU's `b_hn`), from
         `d_hw` summed over time and batch.
+      by_default: whether `unroll` uses the kernel when not told (`fused=None`):
+        only where `benchmarks/speed.py` measured it faster than the reference
+        path on the CPU (the LSTM); `fused=True` uses it for any cell.
     """
 
     forward: Callable[..., tuple[Any, Array, Any]]
     backward: Callable[..., tuple[Any, Array, Array]]
     hidden: Callable[[Any], Array]
     extra_grads: Callable[[Any, Array], dict]
+    by_default: bool
 
 
 _KERNELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -70,12 +74,21 @@ def register(step: Callable, kernel: Kernel) -> None:
     _KERNELS[step] = kernel
 
 
-def kernel_for(cell: Any) -> Kernel | None:
-    """The fused kernel of `cell`, or None when it has none (use `cell.step`)."""
+def kernel_for(cell: Any, fused: bool | None = None) -> Kernel | None:
+    """The fused kernel to run `cell` with, or None for the reference path (`cell.step`).
+
+    `fused=None` gives the kernel only where it is the faster path
+    (`Kernel.by_default`), `True` whenever the cell has one, `False` never.
+    """
+    if fused is False:
+        return None
     try:
-        return _KERNELS.get(cell.step)
+        kernel = _KERNELS.get(cell.step)
     except TypeError:  # a step that cannot be weakly referenced has no kernel
         return None
+    if kernel is None or (fused is None and not kernel.by_default):
+        return None
+    return kernel
 
 
 def _no_extra_grads(params: Any, d_hw_sum: Array) -> dict:
@@ -110,7 +123,7 @@ def rnn_kernel(activation: str) -> Kernel:
         d_pre = act_grad(h, d_state + d_h)
         return d_pre @ params.w_hh.T, d_pre, d_pre
 
-    return Kernel(forward, backward, _identity, _no_extra_grads)
+    return Kernel(forward, backward, _identity, _no_extra_grads, by_default=False)
 
 
 # -- LSTM ------------------------------------------------------------------------------
@@ -156,7 +169,9 @@ def _lstm_backward(
     return d_prev, d_pre, d_pre
 
 
-LSTM_KERNEL = Kernel(_lstm_forward, _lstm_backward, lambda state: state.h, _no_extra_grads)
+LSTM_KERNEL = Kernel(
+    _lstm_forward, _lstm_backward, lambda state: state.h, _no_extra_grads, by_default=True
+)
 
 
 # -- GRU -------------------------------------------------------------------------------
@@ -195,7 +210,7 @@ def _gru_extra_grads(params: Any, d_hw_sum: Array) -> dict:
     return {"b_hn": d_hw_sum[2 * hidden :]}
 
 
-GRU_KERNEL = Kernel(_gru_forward, _gru_backward, _identity, _gru_extra_grads)
+GRU_KERNEL = Kernel(_gru_forward, _gru_backward, _identity, _gru_extra_grads, by_default=False)
 
 
 # -- the sequence ----------------------------------------------------------------------

@@ -101,3 +101,30 @@ def test_text_rejects_a_too_short_corpus(tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         text.main(["--text", str(corpus), "--out", str(tmp_path / "o")])
     assert exit_info.value.code == 2
+
+
+def test_speed_smoke():
+    """Every installed implementation is timed on a tiny shape; the report has every table."""
+    speed = load("speed")
+    shape = (2, 6, 3, 4)
+    rows = [
+        {"cell": cell, "shape": list(shape), "results": speed.measure_shape(cell, shape, rounds=1)}
+        for cell in ("lstm", "gru")
+    ]
+    for row in rows:
+        assert {"rnnjax fused kernel", "rnnjax reference path"} <= set(row["results"])
+        for timing in row["results"].values():
+            assert timing["train_ms"] > 0 and timing["forward_ms"] > 0
+            assert timing["train_gflops"] > 0
+    memory = speed.memory_worker(length=40, chunk=6, repeats=1)
+    assert memory["checkpoint_every"] == 6 and memory["peak_rss_mb"] > 0
+    results = {
+        "meta": {**speed.versions(), "rounds": 1, "matmul_peak_gflops": 1.0},
+        "shapes": rows,
+        "compile_seconds": {10: 0.5, 20: 0.6},
+        "memory": [memory],
+    }
+    report = speed.markdown(results)
+    for heading in ("Training step", "Inference", "GFLOP/s", "Compile time", "Memory"):
+        assert heading in report
+    assert "| lstm (2, 6, 3, 4) |" in report and "1.20x" in report
