@@ -14,8 +14,8 @@ Four measurements, written to `speed.json` and `speed.md` in --out:
    installed: Flax linen (`nn.RNN` around each cell, and `OptimizedLSTMCell`),
    Equinox (its cells in a `lax.scan`; it has no vanilla RNN cell) and PyTorch
    (`nn.RNN/LSTM/GRU`, all cores, denormals flushed to zero as XLA does: without
-   it PyTorch's LSTM backward at T = 1000 ran about 8x slower in our exploratory
-   timing, on gradients that underflow).
+   it PyTorch's LSTM training step at T = 1000 runs about 2x slower here, on
+   gradients that underflow: see `benchmarks/cpu_profile.py`).
 2. **Achieved GFLOP/s** of each training step (`6 B T (I + H) G` for `G` gate
    units: forward and two backward matmuls) against a large matmul measured here.
 3. **Compile time** of rnnjax's training step at T = 100 and T = 10,000.

@@ -56,8 +56,9 @@ class Kernel(NamedTuple):
         parameter besides `w_ih`, `w_hh` and `b` (the GRU's `b_hn`), from
         `d_hw` summed over time and batch.
       by_default: whether `unroll` uses the kernel when not told (`fused=None`):
-        only where `benchmarks/speed.py` measured it faster than the reference
-        path on the CPU (the LSTM); `fused=True` uses it for any cell.
+        only where `benchmarks/speed.py` measured it faster to train than the
+        reference path on the CPU (RNN and LSTM, not the GRU); `fused=True`
+        uses it for any cell.
     """
 
     forward: Callable[..., tuple[Any, Array, Any]]
@@ -124,7 +125,7 @@ def rnn_kernel(activation: str) -> Kernel:
         d_pre = act_grad(h, d_state + d_h)
         return d_pre @ params.w_hh.T, d_pre, None
 
-    return Kernel(forward, backward, _identity, _no_extra_grads, by_default=False)
+    return Kernel(forward, backward, _identity, _no_extra_grads, by_default=True)
 
 
 # -- LSTM ------------------------------------------------------------------------------

@@ -67,11 +67,11 @@ def unroll(
         with a custom activation) have a fused kernel (`rnnjax.fused`): the
         input projection as one matmul and a hand-written backward pass whose
         weight gradients are one matmul each. `None` (default) takes it where
-        it is measured faster on the CPU, the LSTM; `True` takes it for every
+        it trains faster on the CPU (RNN and LSTM); `True` takes it for every
         cell that has one; `False` runs `cell.step` in the scan and lets JAX
         differentiate it, the readable reference the kernels are tested
         against. The kernels define reverse-mode gradients only: for
-        `jax.jvp`/`jax.jacfwd` through an LSTM, pass `fused=False`.
+        `jax.jvp`/`jax.jacfwd` through an RNN or LSTM, pass `fused=False`.
 
     Returns:
       `(hs, final_state)`: `hs` is `(B, T, H)` (`(T, B, H)` time-major, `(T, H)`

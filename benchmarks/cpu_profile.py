@@ -1,0 +1,209 @@
+"""Where an LSTM step's time goes on the CPU: the measurements behind the README's speed notes.
+
+    python benchmarks/cpu_profile.py --out results/cpu_profile     # about 2 minutes
+
+Four measurements, float32, median of 7 after warm-up, written to `cpu_profile.json`
+and `cpu_profile.md` in --out:
+
+1. **The loop's matmul alone**: a `lax.scan` whose body is only `h @ w_hh` plus a
+   `tanh`, at (B, H) = (32, 128) and T = 1000, run once on all cores and once in a
+   child process pinned to one core (`os.sched_setaffinity`): if the times match,
+   XLA runs the per-step matmul on one core.
+2. **Gate nonlinearities, split or whole**: an LSTM step's elementwise part over a
+   precomputed input `(T, B, 4H)`, written as four narrow blocks (split, then
+   sigmoid/tanh each) or as sigmoid and tanh over all four blocks, sliced afterwards.
+3. **The whole LSTM forward** of rnnjax (fused kernel) and of PyTorch at the same
+   shape, per step, for comparison with (1).
+4. **PyTorch with and without flushing denormals** (`torch.set_flush_denormal`), one
+   LSTM training step at (32, 1000, 1, 128), when torch is installed.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+B, T, H = 32, 1000, 128
+
+
+def median_ms(fn, repeats=7) -> float:
+    fn()
+    fn()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return 1000 * statistics.median(times)
+
+
+def loop_matmul_ms() -> float:
+    import jax
+    import jax.numpy as jnp
+
+    w = 0.05 * jax.random.normal(jax.random.key(0), (H, 4 * H))
+    xw = jax.random.normal(jax.random.key(1), (T, B, 4 * H))
+
+    @jax.jit
+    def run(w, xw):
+        def body(h, x):
+            return jnp.tanh((x + h @ w)[:, :H]), None
+
+        return jax.lax.scan(body, jnp.zeros((B, H)), xw)[0]
+
+    return median_ms(lambda: jax.block_until_ready(run(w, xw)))
+
+
+def gate_nonlinearities_ms() -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    xw = jax.random.normal(jax.random.key(1), (T, B, 4 * H))
+
+    def split(x):
+        i, f, g, o = jnp.split(x, 4, axis=-1)
+        return jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+
+    def whole(x):
+        sig, tanh = jax.nn.sigmoid(x), jnp.tanh(x)
+        return sig[:, :H], sig[:, H : 2 * H], tanh[:, 2 * H : 3 * H], sig[:, 3 * H :]
+
+    def scan_of(gates):
+        @jax.jit
+        def run(xw):
+            def body(c, x):
+                i, f, g, o = gates(x)
+                c = f * c + i * g
+                return c, o * jnp.tanh(c)
+
+            return jax.lax.scan(body, jnp.zeros((B, H)), xw)[1]
+
+        return run
+
+    timings = {}
+    for name, gates in (("split", split), ("whole", whole)):
+        run = scan_of(gates)
+        timings[name] = median_ms(lambda run=run: jax.block_until_ready(run(xw)))
+    return timings
+
+
+def lstm_forward_ms() -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    import rnnjax
+
+    cell = rnnjax.lstm(H)
+    params = cell.init(jax.random.key(0), 1, jnp.float32)
+    xs = jax.random.normal(jax.random.key(1), (B, T, 1))
+    forward = jax.jit(lambda params, xs: rnnjax.unroll(cell, params, xs)[0])
+    result = {"rnnjax": median_ms(lambda: jax.block_until_ready(forward(params, xs)))}
+    try:
+        import torch
+    except ImportError:
+        return result
+    torch.set_flush_denormal(True)
+    module = torch.nn.LSTM(1, H, batch_first=True)
+    txs = torch.randn(B, T, 1)
+    with torch.no_grad():
+        result["PyTorch"] = median_ms(lambda: module(txs))
+    return result
+
+
+def torch_denormals_ms() -> dict | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+    module = torch.nn.LSTM(1, H, batch_first=True)
+    xs, target = torch.randn(B, T, 1), torch.zeros(B, H)
+
+    def train_step():
+        module.zero_grad()
+        outputs, _ = module(xs)
+        ((outputs[:, -1] - target) ** 2).mean().backward()
+
+    result = {}
+    for flush in (False, True):
+        torch.set_flush_denormal(flush)
+        result["flushed" if flush else "not flushed"] = median_ms(train_step, repeats=3)
+    torch.set_flush_denormal(True)
+    return result
+
+
+def markdown(results: dict) -> str:
+    matmul = results["loop_matmul_ms"]
+    gates = results["gate_nonlinearities_ms"]
+    forward = results["lstm_forward_ms"]
+    lines = [
+        "# Where an LSTM step's time goes on the CPU",
+        "",
+        f"JAX {results['jax']}, {results['cpu_count']} CPUs, (B, T, H) = ({B}, {T}, {H}), "
+        "float32, median of 7 after warm-up.",
+        "",
+        "| measurement | ms per sequence | us per step |",
+        "|---|---|---|",
+        f"| loop of `h @ w_hh` (+ tanh), all cores | {matmul['all cores']:.1f} | "
+        f"{matmul['all cores'] * 1000 / T:.1f} |",
+        f"| loop of `h @ w_hh` (+ tanh), one core | {matmul['one core']:.1f} | "
+        f"{matmul['one core'] * 1000 / T:.1f} |",
+        f"| gate nonlinearities, blocks split first | {gates['split']:.1f} | "
+        f"{gates['split'] * 1000 / T:.1f} |",
+        f"| gate nonlinearities, all blocks at once | {gates['whole']:.1f} | "
+        f"{gates['whole'] * 1000 / T:.1f} |",
+    ]
+    for name, ms in forward.items():
+        lines.append(f"| whole LSTM forward, {name} | {ms:.1f} | {ms * 1000 / T:.1f} |")
+    denormals = results["torch_denormals_ms"]
+    if denormals:
+        lines += [
+            "",
+            "PyTorch LSTM training step at (32, 1000, 1, 128): "
+            f"{denormals['not flushed']:.0f} ms with denormals, "
+            f"{denormals['flushed']:.0f} ms flushed to zero "
+            f"({denormals['not flushed'] / denormals['flushed']:.1f}x).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    if sys.argv[1:] == ["--one-core-matmul"]:
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+        print(json.dumps(loop_matmul_ms()))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default=os.path.join("results", "cpu_profile"))
+    args = parser.parse_args()
+
+    import jax
+
+    child = subprocess.run(
+        [sys.executable, __file__, "--one-core-matmul"], capture_output=True, text=True, check=True
+    )
+    results = {
+        "jax": jax.__version__,
+        "cpu_count": os.cpu_count(),
+        "loop_matmul_ms": {
+            "all cores": loop_matmul_ms(),
+            "one core": json.loads(child.stdout.strip().splitlines()[-1]),
+        },
+        "gate_nonlinearities_ms": gate_nonlinearities_ms(),
+        "lstm_forward_ms": lstm_forward_ms(),
+        "torch_denormals_ms": torch_denormals_ms(),
+    }
+    os.makedirs(args.out, exist_ok=True)
+    from rnnjax._files import write_atomically, write_json
+
+    write_json(os.path.join(args.out, "cpu_profile.json"), results)
+    text = markdown(results)
+    write_atomically(os.path.join(args.out, "cpu_profile.md"), lambda f: f.write(text.encode()))
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
