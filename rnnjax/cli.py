@@ -147,6 +147,12 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         default=suppress,
         help="gradient checkpointing over chunks of this many steps; 0 = off (default)",
     )
+    option(
+        "--fused",
+        action="store_true",
+        default=suppress,
+        help="run the cells' fused kernels (faster for some shapes; see the README)",
+    )
 
 
 def _name_list(choices: Sequence[str]):

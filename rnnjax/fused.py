@@ -21,6 +21,9 @@ rounding (tested in float64, outputs and every gradient). A cell has a kernel
 when it comes from `rnnjax.rnn` (tanh or relu), `rnnjax.lstm` or `rnnjax.gru`;
 `kernel_for` finds it from the cell's `step` function, so a cell you assemble
 yourself, or wrap (as variational dropout does), runs on the reference path.
+`rnnjax.unroll(..., fused=True)` uses them; they are opt-in because whether they
+win depends on the shapes and on the program around them (`benchmarks/speed.py`
+and the README's speed section).
 
 Shapes inside this module are time-major and flat: `xs (T, N, I)`, states
 `(N, H)`, `G` the width of all gate blocks (`H`, `4H` or `3H`).
@@ -55,17 +58,12 @@ class Kernel(NamedTuple):
       extra_grads: `extra_grads(params, d_hw_sum) -> dict` of cotangents of any
         parameter besides `w_ih`, `w_hh` and `b` (the GRU's `b_hn`), from
         `d_hw` summed over time and batch.
-      by_default: whether `unroll` uses the kernel when not told (`fused=None`):
-        only where `benchmarks/speed.py` measured it faster to train than the
-        reference path on the CPU (RNN and LSTM, not the GRU); `fused=True`
-        uses it for any cell.
     """
 
     forward: Callable[..., tuple[Any, Array, Any]]
     backward: Callable[..., tuple[Any, Array, Array]]
     hidden: Callable[[Any], Array]
     extra_grads: Callable[[Any, Array], dict]
-    by_default: bool
 
 
 _KERNELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -76,21 +74,12 @@ def register(step: Callable, kernel: Kernel) -> None:
     _KERNELS[step] = kernel
 
 
-def kernel_for(cell: Any, fused: bool | None = None) -> Kernel | None:
-    """The fused kernel to run `cell` with, or None for the reference path (`cell.step`).
-
-    `fused=None` gives the kernel only where it is the faster path
-    (`Kernel.by_default`), `True` whenever the cell has one, `False` never.
-    """
-    if fused is False:
-        return None
+def kernel_for(cell: Any) -> Kernel | None:
+    """The fused kernel of `cell`, or None when it has none (use `cell.step`)."""
     try:
-        kernel = _KERNELS.get(cell.step)
+        return _KERNELS.get(cell.step)
     except TypeError:  # a step that cannot be weakly referenced has no kernel
         return None
-    if kernel is None or (fused is None and not kernel.by_default):
-        return None
-    return kernel
 
 
 def _no_extra_grads(params: Any, d_hw_sum: Array) -> dict:
@@ -125,7 +114,7 @@ def rnn_kernel(activation: str) -> Kernel:
         d_pre = act_grad(h, d_state + d_h)
         return d_pre @ params.w_hh.T, d_pre, None
 
-    return Kernel(forward, backward, _identity, _no_extra_grads, by_default=True)
+    return Kernel(forward, backward, _identity, _no_extra_grads)
 
 
 # -- LSTM ------------------------------------------------------------------------------
@@ -171,9 +160,7 @@ def _lstm_backward(
     return d_prev, d_pre, None
 
 
-LSTM_KERNEL = Kernel(
-    _lstm_forward, _lstm_backward, lambda state: state.h, _no_extra_grads, by_default=True
-)
+LSTM_KERNEL = Kernel(_lstm_forward, _lstm_backward, lambda state: state.h, _no_extra_grads)
 
 
 # -- GRU -------------------------------------------------------------------------------
@@ -212,7 +199,7 @@ def _gru_extra_grads(params: Any, d_hw_sum: Array) -> dict:
     return {"b_hn": d_hw_sum[2 * hidden :]}
 
 
-GRU_KERNEL = Kernel(_gru_forward, _gru_backward, _identity, _gru_extra_grads, by_default=False)
+GRU_KERNEL = Kernel(_gru_forward, _gru_backward, _identity, _gru_extra_grads)
 
 
 # -- the sequence ----------------------------------------------------------------------

@@ -33,8 +33,8 @@ class Layer(NamedTuple):
       init: `init(key, input_size, dtype=None) -> params`.
       initial_state: `initial_state(params, batch_shape=()) -> state`, all zeros.
       apply: `apply(params, xs, *, state=None, lengths=None, time_major=False,
-        unroll=1, checkpoint_every=None) -> (hs, final_state)`, with the shapes
-        and options of `rnnjax.unroll`.
+        unroll=1, checkpoint_every=None, fused=False) -> (hs, final_state)`,
+        with the shapes and options of `rnnjax.unroll`.
     """
 
     init: Callable[..., Any]
@@ -71,6 +71,7 @@ def recurrent(cell: Cell, *, reverse: bool = False) -> Layer:
         time_major: bool = False,
         unroll: int | bool = 1,
         checkpoint_every: int | None = None,
+        fused: bool = False,
     ) -> tuple[Array, Any]:
         return unroll_cell(
             cell,
@@ -82,6 +83,7 @@ def recurrent(cell: Cell, *, reverse: bool = False) -> Layer:
             time_major=time_major,
             unroll=unroll,
             checkpoint_every=checkpoint_every,
+            fused=fused,
         )
 
     return Layer(cell.init, cell.initial_state, apply)
@@ -142,6 +144,7 @@ def stack(*layers: Union[Cell, Layer]) -> Layer:
         time_major: bool = False,
         unroll: int | bool = 1,
         checkpoint_every: int | None = None,
+        fused: bool = False,
     ) -> tuple[Array, tuple]:
         _check_count(params, members)
         states = (None,) * len(members) if state is None else state
@@ -156,6 +159,7 @@ def stack(*layers: Union[Cell, Layer]) -> Layer:
                 time_major=time_major,
                 unroll=unroll,
                 checkpoint_every=checkpoint_every,
+                fused=fused,
             )
             final_states.append(final)
         return xs, tuple(final_states)
@@ -216,10 +220,15 @@ def bidirectional(forward: Cell, backward: Cell | None = None) -> Layer:
         time_major: bool = False,
         unroll: int | bool = 1,
         checkpoint_every: int | None = None,
+        fused: bool = False,
     ) -> tuple[Array, Directions]:
         state = Directions(None, None) if state is None else Directions(*state)
         options = dict(
-            lengths=lengths, time_major=time_major, unroll=unroll, checkpoint_every=checkpoint_every
+            lengths=lengths,
+            time_major=time_major,
+            unroll=unroll,
+            checkpoint_every=checkpoint_every,
+            fused=fused,
         )
         hs_forward, final_forward = forward_layer.apply(
             params.forward, xs, state=state.forward, **options

@@ -116,6 +116,7 @@ def sequence_model(
     input_dropout: float = 0.0,
     state_dropout: float = 0.0,
     checkpoint_every: int | None = None,
+    fused: bool = False,
 ) -> Model:
     """Builds a sequence model around `cell`.
 
@@ -133,6 +134,7 @@ def sequence_model(
       checkpoint_every: gradient checkpointing in every layer over chunks of
         this many steps (see `rnnjax.unroll`): training memory grows with about
         `T / checkpoint_every + checkpoint_every` steps instead of `T`.
+      fused: run every layer on its cell's fused kernel (see `rnnjax.unroll`).
 
     Returns:
       A `Model`. `apply(params, xs, *, lengths=None, key=None, train=False)`:
@@ -232,7 +234,11 @@ def sequence_model(
             if dropping and (input_dropout > 0 or state_dropout > 0):
                 layer = make_layer(*_masked_cells(layer_key, layer_params, hs.shape))
             hs, _ = layer.apply(
-                layer_params, hs, lengths=lengths, checkpoint_every=checkpoint_every
+                layer_params,
+                hs,
+                lengths=lengths,
+                checkpoint_every=checkpoint_every,
+                fused=fused,
             )
             if dropping and dropout > 0 and index < num_layers - 1:
                 hs = _dropout(jax.random.fold_in(layer_key, 3), dropout, hs)

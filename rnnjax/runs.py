@@ -77,6 +77,7 @@ class TrainConfig:
         batch size must divide evenly). 1 runs on the default device.
       checkpoint_every: gradient checkpointing over chunks of this many steps
         (see `rnnjax.unroll`), for long sequences in bounded memory; 0 is off.
+      fused: run the layers on the cells' fused kernels (see `rnnjax.unroll`).
     """
 
     task: str = "adding"
@@ -105,6 +106,7 @@ class TrainConfig:
     target_loss: float | None = None
     devices: int = 1
     checkpoint_every: int = 0
+    fused: bool = False
 
     def __post_init__(self) -> None:
         choices = {
@@ -191,6 +193,7 @@ def build(config: TrainConfig, cell: Any = None) -> Run:
         input_dropout=config.input_dropout,
         state_dropout=config.state_dropout,
         checkpoint_every=config.checkpoint_every or None,
+        fused=config.fused,
     )
     seed_key = jax.random.key(config.seed)
     k_init, k_train, k_test, k_data = (jax.random.fold_in(seed_key, i) for i in range(4))

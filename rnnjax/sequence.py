@@ -35,7 +35,7 @@ def unroll(
     time_major: bool = False,
     unroll: int | bool = 1,
     checkpoint_every: int | None = None,
-    fused: bool | None = None,
+    fused: bool = False,
 ) -> tuple[Array, Any]:
     """Runs `cell` over every step of `xs` and returns all outputs and the final state.
 
@@ -63,15 +63,15 @@ def unroll(
         of training grows with `T / checkpoint_every + checkpoint_every` steps
         of activations instead of `T` (about `sqrt(T)` is a good choice), for
         one more forward pass of compute. Outputs and gradients are unchanged.
-      fused: which path runs the sequence. The built-in cells (except an RNN
-        with a custom activation) have a fused kernel (`rnnjax.fused`): the
-        input projection as one matmul and a hand-written backward pass whose
-        weight gradients are one matmul each. `None` (default) takes it where
-        it trains faster on the CPU (RNN and LSTM); `True` takes it for every
-        cell that has one; `False` runs `cell.step` in the scan and lets JAX
-        differentiate it, the readable reference the kernels are tested
-        against. The kernels define reverse-mode gradients only: for
-        `jax.jvp`/`jax.jacfwd` through an RNN or LSTM, pass `fused=False`.
+      fused: run the cell's fused kernel (`rnnjax.fused`), if it has one (the
+        built-in cells do, except an RNN with a custom activation): the input
+        projection of all steps as one matmul and a hand-written backward pass
+        whose weight gradients are one matmul each. Equal to the default path
+        up to rounding, faster for some shapes and slower for others (in
+        `benchmarks/results/speed/speed.md`: RNN and LSTM training 5-18%
+        faster; GRU training and LSTM inference at I = 64 slower). It defines
+        reverse-mode gradients only (no `jax.jvp` through it). The default
+        runs `cell.step` in the scan and lets JAX differentiate it.
 
     Returns:
       `(hs, final_state)`: `hs` is `(B, T, H)` (`(T, B, H)` time-major, `(T, H)`
@@ -128,7 +128,7 @@ def unroll(
     state = jax.tree.map(lambda s: s.reshape(flat, s.shape[-1]), state)
     if valid is not None:
         valid = valid.reshape(num_steps, flat)
-    kernel = kernel_for(cell, fused)
+    kernel = kernel_for(cell) if fused else None
     if kernel is not None:
 
         def run(state: Any, xs: Array, valid: Array | None) -> tuple[Any, Array]:

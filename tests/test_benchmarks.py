@@ -112,7 +112,7 @@ def test_speed_smoke():
         for cell in ("lstm", "gru")
     ]
     for row in rows:
-        assert {"rnnjax fused kernel", "rnnjax reference path"} <= set(row["results"])
+        assert {"rnnjax default path", "rnnjax fused=True"} <= set(row["results"])
         for timing in row["results"].values():
             assert timing["train_ms"] > 0 and timing["forward_ms"] > 0
             assert timing["train_gflops"] > 0

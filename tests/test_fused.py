@@ -45,16 +45,11 @@ def setup(cell_name, seed=0):
 
 def test_every_builtin_cell_has_a_kernel():
     for cell in (rnnjax.rnn(3), rnnjax.rnn(3, "relu"), rnnjax.lstm(3), rnnjax.gru(3)):
-        assert fused.kernel_for(cell, fused=True) is not None
-        assert fused.kernel_for(cell, fused=False) is None
-    # By default only where it was measured faster (benchmarks/speed.py).
-    assert fused.kernel_for(rnnjax.lstm(3)) is fused.LSTM_KERNEL
-    assert fused.kernel_for(rnnjax.rnn(3)) is not None
-    assert fused.kernel_for(rnnjax.gru(3)) is None
+        assert fused.kernel_for(cell) is not None
     custom = rnnjax.rnn(3, activation=jnp.sin)
-    assert fused.kernel_for(custom, fused=True) is None
+    assert fused.kernel_for(custom) is None
     wrapped = rnnjax.Cell(custom.init, custom.initial_state, lambda p, s, x: custom.step(p, s, x))
-    assert fused.kernel_for(wrapped, fused=True) is None
+    assert fused.kernel_for(wrapped) is None
 
 
 @pytest.mark.parametrize("reverse", [False, True])
@@ -94,14 +89,15 @@ def test_fused_time_major_and_unbatched(cell_name):
 @pytest.mark.parametrize("chunk", [4, 2 * T])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_checkpointing_changes_nothing(cell_name, chunk, reverse):
-    """Two whole chunks and a leftover step (4), and a chunk longer than T, on the default
-    path (the fused kernel for rnn and lstm, the reference path for gru)."""
+    """Two whole chunks and a leftover step (4), and a chunk longer than T, on both paths."""
     cell, params, xs, state = setup(cell_name)
-    lengths = jnp.array([T, 2, 6])
-    options = dict(lengths=lengths, reverse=reverse)
-    want = outputs_and_grads(cell, params, xs, state, fused=False, **options)
-    got = outputs_and_grads(cell, params, xs, state, checkpoint_every=chunk, **options)
-    assert_trees_close(got, want)
+    options = dict(lengths=jnp.array([T, 2, 6]), reverse=reverse)
+    want = outputs_and_grads(cell, params, xs, state, **options)
+    for use_fused in (False, True):
+        got = outputs_and_grads(
+            cell, params, xs, state, checkpoint_every=chunk, fused=use_fused, **options
+        )
+        assert_trees_close(got, want)
 
 
 def test_checkpointing_keeps_only_chunk_boundaries():
@@ -112,7 +108,7 @@ def test_checkpointing_keeps_only_chunk_boundaries():
 
     def temp_bytes(**options):
         def loss(params):
-            return jnp.sum(rnnjax.unroll(cell, params, xs, **options)[1].h)
+            return jnp.sum(rnnjax.unroll(cell, params, xs, fused=True, **options)[1].h)
 
         compiled = jax.jit(jax.grad(loss)).lower(params).compile()
         return compiled.memory_analysis().temp_size_in_bytes
@@ -134,3 +130,36 @@ def test_fused_gradient_in_float32_is_close_to_float64(cell_name):
     to32 = lambda tree: jax.tree.map(lambda a: a.astype(jnp.float32), tree)  # noqa: E731
     got = outputs_and_grads(cell, to32(params), to32(xs), to32(state), fused=True)
     assert_trees_close(jax.tree.map(lambda a: a.astype(jnp.float64), got), want, tol=1e-4)
+
+
+def test_sequence_model_passes_fused_and_checkpointing_to_every_layer():
+    from rnnjax.models import sequence_model
+
+    xs = random_inputs(jax.random.key(3), (B, T, I))
+    lengths = jnp.array([T, 4, 7])
+    for cell in (rnnjax.lstm(H), rnnjax.gru(H)):
+        plain = sequence_model(cell, output_size=2, num_layers=2, bidirectional_layers=True)
+        fast = sequence_model(
+            cell,
+            output_size=2,
+            num_layers=2,
+            bidirectional_layers=True,
+            fused=True,
+            checkpoint_every=4,
+        )
+        params = plain.init(jax.random.key(4), I, jnp.float64)
+
+        def loss(model):
+            return lambda p: jnp.sum(model.apply(p, xs, lengths=lengths) ** 2)
+
+        assert_trees_close(
+            jax.value_and_grad(loss(fast))(params), jax.value_and_grad(loss(plain))(params)
+        )
+
+
+def test_train_config_checks_checkpoint_every():
+    from rnnjax.runs import TrainConfig
+
+    assert TrainConfig(checkpoint_every=50, fused=True).checkpoint_every == 50
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        TrainConfig(checkpoint_every=-1)
