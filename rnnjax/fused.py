@@ -205,10 +205,18 @@ GRU_KERNEL = Kernel(_gru_forward, _gru_backward, _identity, _gru_extra_grads)
 # -- the sequence ----------------------------------------------------------------------
 
 
-def _select(valid: Array | None, new: Any, old: Any) -> Any:
+def masked_step(valid: Array | None, new: Any, old: Any, outputs: Any) -> tuple[Any, Any]:
+    """One step of a right-padded batch: where `valid (N,)` is False (past a sequence's
+    length) the state stays `old` and the `outputs` are zeros; `valid=None` keeps all.
+
+    The one rule for padding, shared by both paths of `unroll` and by the fused
+    backward pass (where the "state" is the state's cotangent).
+    """
     if valid is None:
-        return new
-    return jax.tree.map(lambda a, b: jnp.where(valid[:, None], a, b), new, old)
+        return new, outputs
+    keep = valid[:, None]
+    state = jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, old)
+    return state, jax.tree.map(lambda a: jnp.where(keep, a, 0), outputs)
 
 
 def _input_projection(params: Any, xs: Array) -> Array:
@@ -242,9 +250,7 @@ def _scan_forward(
     def body(carry: Any, step_inputs: tuple) -> tuple[Any, tuple]:
         xw_t, valid_t = step_inputs
         new, h, residual = kernel.forward(params, carry, xw_t)
-        new = _select(valid_t, new, carry)
-        if valid_t is not None:
-            h = jnp.where(valid_t[:, None], h, 0)
+        new, h = masked_step(valid_t, new, carry, h)
         saved = (kernel.hidden(carry), residual) if keep_residuals else None
         return new, (h, saved)
 
@@ -290,11 +296,7 @@ def _fused_bwd(
     def body(d_carry: Any, step_inputs: tuple) -> tuple[Any, tuple[Array, Array | None]]:
         residual, h_prev_t, d_h, valid_t = step_inputs
         d_prev, d_xw, d_hw = kernel.backward(params, residual, h_prev_t, d_carry, d_h)
-        if valid_t is not None:
-            d_prev = _select(valid_t, d_prev, d_carry)
-            d_xw = jnp.where(valid_t[:, None], d_xw, 0)
-            d_hw = None if d_hw is None else jnp.where(valid_t[:, None], d_hw, 0)
-        return d_prev, (d_xw, d_hw)
+        return masked_step(valid_t, d_prev, d_carry, (d_xw, d_hw))
 
     d_state, (d_xw, d_hw) = jax.lax.scan(
         body,

@@ -19,7 +19,7 @@ import numpy as np
 
 from rnnjax import _checks
 from rnnjax.cells import Cell
-from rnnjax.fused import fused_unroll, kernel_for
+from rnnjax.fused import fused_unroll, kernel_for, masked_step
 
 Array = jax.Array
 
@@ -165,12 +165,7 @@ def _reference_unroll(
     def body(carry: Any, step_inputs: tuple[Array, Array | None]) -> tuple[Any, Array]:
         x, valid_t = step_inputs
         new_carry, h = cell.step(params, carry, x)
-        new_carry = _cast_like(new_carry, carry)
-        if valid_t is None:
-            return new_carry, h
-        keep = valid_t[:, None]
-        new_carry = jax.tree.map(lambda new, old: jnp.where(keep, new, old), new_carry, carry)
-        return new_carry, jnp.where(keep, h, 0)
+        return masked_step(valid_t, _cast_like(new_carry, carry), carry, h)
 
     return jax.lax.scan(body, state, (xs, valid), reverse=reverse, unroll=unroll)
 
