@@ -201,6 +201,34 @@ def _check_input(params: Any, x: Array) -> None:
         )
 
 
+def _with_scalar_input_values(
+    reference: Callable[..., tuple[State, Array]],
+    scalar_input: Callable[..., tuple[State, Array]],
+) -> Callable[..., tuple[State, Array]]:
+    """The step `reference`, whose values come from `scalar_input` when `I = 1`.
+
+    With one input feature, XLA's CPU compiler turns `x @ w_ih` (a `(B, 1) x
+    (1, nH)` product) into a broadcast multiply and fuses it into the gate
+    nonlinearities, which then compile to slow scalar code: the LSTM and GRU
+    forward passes take 2-3 times as long at `I = 1` as at `I = 2`
+    (`benchmarks/cpu_profile.py` measures it). `scalar_input` computes the same
+    equations in a form that compiles to fast code (equal up to float rounding;
+    tests check it), but differentiating it trains slower, so every derivative
+    (`jax.grad`, `jax.vjp`, `jax.jvp`) is the reference's: training runs exactly
+    the readable equations, inference at `I = 1` the fast form.
+    """
+
+    @jax.custom_jvp
+    def step(params: Params, state: State, x: Array) -> tuple[State, Array]:
+        _check_input(params, x)
+        if jnp.shape(x)[-1] == 1:
+            return scalar_input(params, state, x)
+        return reference(params, state, x)
+
+    step.defjvp(lambda primals, tangents: jax.jvp(reference, primals, tangents))
+    return step
+
+
 _default_input_init = jax.nn.initializers.lecun_normal()
 _default_recurrent_init = jax.nn.initializers.orthogonal()
 _default_bias_init = jax.nn.initializers.zeros
@@ -326,7 +354,7 @@ def lstm(
         zeros = _zeros(params, batch_shape)
         return LSTMState(h=zeros, c=zeros)
 
-    def step(params: LSTMParams, state: LSTMState, x: Array) -> tuple[LSTMState, Array]:
+    def reference_step(params: LSTMParams, state: LSTMState, x: Array) -> tuple[LSTMState, Array]:
         _check_input(params, x)
         gates = _with_bias(x @ params.w_ih + state.h @ params.w_hh, params.b)
         i, f, g, o = jnp.split(gates, 4, axis=-1)
@@ -334,6 +362,19 @@ def lstm(
         h = jax.nn.sigmoid(o) * jnp.tanh(c)
         return LSTMState(h, c), h
 
+    def scalar_input_step(
+        params: LSTMParams, state: LSTMState, x: Array
+    ) -> tuple[LSTMState, Array]:
+        # The same equations with the sigmoid applied to all four blocks at once.
+        gates = _with_bias(x @ params.w_ih + state.h @ params.w_hh, params.b)
+        blocks = gates.reshape(*gates.shape[:-1], 4, hidden_size)
+        sigmoids = jax.nn.sigmoid(blocks)
+        i, f, o = sigmoids[..., 0, :], sigmoids[..., 1, :], sigmoids[..., 3, :]
+        c = f * state.c + i * jnp.tanh(blocks[..., 2, :])
+        h = o * jnp.tanh(c)
+        return LSTMState(h, c), h
+
+    step = _with_scalar_input_values(reference_step, scalar_input_step)
     fused.register(step, fused.LSTM_KERNEL)
     return Cell(init, initial_state, step)
 
@@ -394,7 +435,7 @@ def gru(
     def initial_state(params: GRUParams, batch_shape: tuple[int, ...] = ()) -> Array:
         return _zeros(params, batch_shape)
 
-    def step(params: GRUParams, state: Array, x: Array) -> tuple[Array, Array]:
+    def reference_step(params: GRUParams, state: Array, x: Array) -> tuple[Array, Array]:
         _check_input(params, x)
         input_part = _with_bias(x @ params.w_ih, params.b)
         recurrent_part = state @ params.w_hh
@@ -406,6 +447,23 @@ def gru(
         h = (1 - z) * n + z * state
         return h, h
 
+    def scalar_input_step(params: GRUParams, state: Array, x: Array) -> tuple[Array, Array]:
+        # The same equations with one matmul per gate block instead of slices of one.
+        def block(w: Array, k: int) -> Array:
+            return w[:, k * hidden_size : (k + 1) * hidden_size]
+
+        x_r, x_z, x_n = (
+            _with_bias(x @ block(params.w_ih, k), params.b[k * hidden_size : (k + 1) * hidden_size])
+            for k in range(3)
+        )
+        h_r, h_z, h_n = (state @ block(params.w_hh, k) for k in range(3))
+        r = jax.nn.sigmoid(x_r + h_r)
+        z = jax.nn.sigmoid(x_z + h_z)
+        n = jnp.tanh(x_n + r * _with_bias(h_n, params.b_hn))
+        h = (1 - z) * n + z * state
+        return h, h
+
+    step = _with_scalar_input_values(reference_step, scalar_input_step)
     fused.register(step, fused.GRU_KERNEL)
     return Cell(init, initial_state, step)
 

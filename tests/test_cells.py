@@ -70,6 +70,50 @@ def test_step_matches_numpy_reference(cell_name, batch_shape):
         np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-14)
 
 
+@pytest.mark.parametrize("batch_shape", [(), (3,), (2, 3)])
+def test_scalar_input_step_matches_numpy_reference(cell_name, batch_shape):
+    """With one input feature the LSTM and GRU compute their values in another form
+    (faster on XLA's CPU backend); it must be the same function, and its derivatives,
+    forward and reverse, the reference equations'."""
+    cell = make_cell(cell_name)
+    k_params, k_x, k_h = jax.random.split(jax.random.key(2), 3)
+    params = random_params(cell, k_params, input_size=1)
+    x = random_inputs(k_x, (*batch_shape, 1))
+    state = jax.tree.map(
+        lambda s: 0.5 * jax.random.normal(k_h, s.shape, s.dtype),
+        cell.initial_state(params, batch_shape),
+    )
+    want_state, want_h = reference_step(cell_name, params, state, x)
+    new_state, h = cell.step(params, state, x)
+    (jvp_state, jvp_h), _ = jax.jvp(
+        lambda x: cell.step(params, state, x), (x,), (jnp.ones_like(x),)
+    )
+    for got in (h, jvp_h):
+        np.testing.assert_allclose(got, want_h, rtol=1e-13, atol=1e-14)
+    for got_state in (new_state, jvp_state):
+        for got, want in zip(jax.tree.leaves(got_state), jax.tree.leaves(want_state)):
+            np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-14)
+
+    def loss(params, state, x):
+        new_state, h = cell.step(params, state, x)
+        return jnp.sum(h**2) + sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(new_state))
+
+    check_grads(loss, (params, state, x), order=2, modes=("fwd", "rev"))
+
+
+def test_scalar_input_unroll_float32_matches_float64(cell_name):
+    """The I = 1 forward form in float32, over a sequence, against float64."""
+    cell = make_cell(cell_name, 16)
+    k_params, k_x = jax.random.split(jax.random.key(3))
+    params = random_params(cell, k_params, input_size=1, scale=0.1)
+    xs = random_inputs(k_x, (4, 60, 1))
+    hs64, _ = rnnjax.unroll(cell, params, xs)
+    params32 = jax.tree.map(lambda a: a.astype(jnp.float32), params)
+    hs32, _ = jax.jit(lambda p, x: rnnjax.unroll(cell, p, x))(params32, xs.astype(jnp.float32))
+    assert hs32.dtype == jnp.float32
+    np.testing.assert_allclose(hs32, hs64, rtol=1e-4, atol=1e-5)
+
+
 def test_lstm_output_gate_and_cell_update_use_documented_blocks():
     """Setting one gate block's bias very negative switches off exactly that gate."""
     hidden = 3
