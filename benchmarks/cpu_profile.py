@@ -1,8 +1,8 @@
 """Where an LSTM step's time goes on the CPU: the measurements behind the README's speed notes.
 
-    python benchmarks/cpu_profile.py --out results/cpu_profile     # about 2 minutes
+    python benchmarks/cpu_profile.py --out results/cpu_profile     # under a minute
 
-Four measurements, float32, median of 7 after warm-up, written to `cpu_profile.json`
+Five measurements, float32, median of 7 after warm-up, written to `cpu_profile.json`
 and `cpu_profile.md` in --out:
 
 1. **The loop's matmul alone**: a `lax.scan` whose body is only `h @ w_hh` plus a
@@ -16,6 +16,9 @@ and `cpu_profile.md` in --out:
    shape, per step, for comparison with (1).
 4. **PyTorch with and without flushing denormals** (`torch.set_flush_denormal`), one
    LSTM training step at (32, 1000, 1, 128), when torch is installed.
+5. **One input feature**: the LSTM and GRU forward of rnnjax's default path at I = 1
+   and I = 2, and at I = 1 with the readable equations (`cell.step.reference`),
+   which XLA compiles to slow code when `x @ w_ih` has one input feature.
 """
 
 import argparse
@@ -113,6 +116,30 @@ def lstm_forward_ms() -> dict:
     return result
 
 
+def input_size_forward_ms() -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    import rnnjax
+
+    timings = {}
+    for name, make in (("lstm", rnnjax.lstm), ("gru", rnnjax.gru)):
+        cell = make(H)
+        readable = rnnjax.Cell(cell.init, cell.initial_state, cell.step.reference)
+        for label, used, input_size in (
+            ("I = 1, readable equations", readable, 1),
+            ("I = 1, default path", cell, 1),
+            ("I = 2, default path", cell, 2),
+        ):
+            params = used.init(jax.random.key(0), input_size, jnp.float32)
+            xs = jax.random.normal(jax.random.key(1), (B, T, input_size))
+            forward = jax.jit(lambda p, xs, used=used: rnnjax.unroll(used, p, xs)[0])
+            timings[f"{name}, {label}"] = median_ms(
+                lambda f=forward, p=params, xs=xs: jax.block_until_ready(f(p, xs))
+            )
+    return timings
+
+
 def torch_denormals_ms() -> dict | None:
     try:
         import torch
@@ -159,6 +186,8 @@ def markdown(results: dict) -> str:
     for name, ms in forward.items():
         label = "rnnjax, fused=True" if name == "rnnjax" else name
         lines.append(f"| whole LSTM forward, {label} | {ms:.1f} | {ms * 1000 / T:.1f} |")
+    for label, ms in results["input_size_forward_ms"].items():
+        lines.append(f"| forward, {label} | {ms:.1f} | {ms * 1000 / T:.1f} |")
     denormals = results["torch_denormals_ms"]
     if denormals:
         lines += [
@@ -194,6 +223,7 @@ def main() -> int:
         },
         "gate_nonlinearities_ms": gate_nonlinearities_ms(),
         "lstm_forward_ms": lstm_forward_ms(),
+        "input_size_forward_ms": input_size_forward_ms(),
         "torch_denormals_ms": torch_denormals_ms(),
     }
     os.makedirs(args.out, exist_ok=True)

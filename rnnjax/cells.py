@@ -215,7 +215,8 @@ def _with_scalar_input_values(
     equations in a form that compiles to fast code (equal up to float rounding;
     tests check it), but differentiating it trains slower, so every derivative
     (`jax.grad`, `jax.vjp`, `jax.jvp`) is the reference's: training runs exactly
-    the readable equations, inference at `I = 1` the fast form.
+    the readable equations, inference at `I = 1` the fast form. The returned
+    step keeps the readable equations as `step.reference`.
     """
 
     @jax.custom_jvp
@@ -226,6 +227,7 @@ def _with_scalar_input_values(
         return reference(params, state, x)
 
     step.defjvp(lambda primals, tangents: jax.jvp(reference, primals, tangents))
+    step.reference = reference
     return step
 
 

@@ -68,8 +68,8 @@ def unroll(
         projection of all steps as one matmul and a hand-written backward pass
         whose weight gradients are one matmul each. Equal to the default path
         up to rounding, faster for some shapes and slower for others (in
-        `benchmarks/results/speed/speed.md`: RNN and LSTM training 5-18%
-        faster; GRU training and LSTM inference at I = 64 slower). It defines
+        `benchmarks/results/speed/speed.md`: RNN and LSTM training up to 16%
+        faster; GRU training and inference slower). It defines
         reverse-mode gradients only (no `jax.jvp` through it). The default
         runs `cell.step` in the scan and lets JAX differentiate it.
 
