@@ -208,6 +208,14 @@ def _add_vanishing_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="keep the runs already in DIR/results.json and do only the missing ones",
     )
+    option(
+        "--merge",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="add the runs of another results.json made with the same training settings "
+        "(say, other seeds run at the same time on another core); repeatable",
+    )
     option("--no-plots", action="store_true", help="skip the PNG figures")
     option(
         "--report-only",
@@ -283,21 +291,8 @@ def _bench_vanishing(
     results_path = os.path.join(args.out, "results.json")
     previous: list[dict] = []
     if args.resume and os.path.isfile(results_path):
-        with open(results_path) as file:
-            earlier = json.load(file)
-        settings = {
-            k: v
-            for k, v in dataclasses.asdict(study).items()
-            if k not in ("tasks", "variants", "lengths", "seeds")
-        }
-        stored = {k: v for k, v in earlier["meta"]["study"].items() if k in settings}
-        if stored != settings:
-            parser.exit(
-                2,
-                f"rnnjax bench vanishing: error: --resume needs the same training "
-                f"settings as {results_path}: {stored} vs {settings}\n",
-            )
-        previous = earlier["runs"]
+        previous = _stored_runs(parser, results_path, study, "--resume")
+    merged = [run for path in args.merge for run in _stored_runs(parser, path, study, "--merge")]
 
     def save(records: list[dict]) -> None:
         meta = {**vanishing.study_metadata(study), "command": command}
@@ -309,9 +304,18 @@ def _bench_vanishing(
             parser.exit(2, f"rnnjax bench vanishing: error: --report-only needs {results_path}\n")
         with open(results_path) as file:
             results = json.load(file)
-        command = results["meta"].get("command", command.replace(" --report-only", ""))
+        if merged:
+            runs = _merge_runs(parser, study, results["runs"], merged)
+            save(runs)
+            results = {
+                "meta": {**vanishing.study_metadata(study), "command": command},
+                "runs": runs,
+            }
+        else:
+            command = results["meta"].get("command", command.replace(" --report-only", ""))
     else:
         os.makedirs(args.out, exist_ok=True)
+        previous = _merge_runs(parser, study, previous, merged)
         results = vanishing.run_study(study, previous=previous, on_record=save)
         save(results["runs"])
     _files.write_atomically(
@@ -325,6 +329,58 @@ def _bench_vanishing(
         written += plots.write_figures(results, args.out)
     print(f"done in {time.perf_counter() - started:.0f}s; wrote " + ", ".join(written))
     return 0
+
+
+def _stored_runs(
+    parser: argparse.ArgumentParser, path: str, study: vanishing.StudyConfig, flag: str
+) -> list[dict]:
+    """The runs of the results file `path`, which must share `study`'s training settings."""
+    try:
+        with open(path) as file:
+            stored = json.load(file)
+    except (OSError, json.JSONDecodeError) as error:
+        parser.exit(2, f"rnnjax bench vanishing: error: {flag} cannot read {path}: {error}\n")
+    grid = ("tasks", "variants", "lengths", "seeds")
+    settings = {k: v for k, v in dataclasses.asdict(study).items() if k not in grid}
+    saved = {k: v for k, v in stored["meta"]["study"].items() if k in settings}
+    if saved != settings:
+        parser.exit(
+            2,
+            f"rnnjax bench vanishing: error: {flag} needs the same training "
+            f"settings as {path}: {saved} vs {settings}\n",
+        )
+    return stored["runs"]
+
+
+def _merge_runs(
+    parser: argparse.ArgumentParser,
+    study: vanishing.StudyConfig,
+    runs: list[dict],
+    extra: list[dict],
+) -> list[dict]:
+    """`runs` plus the runs of `extra` not already there; each must be in `study`'s grid."""
+    grid = {
+        (task, variant, length, seed)
+        for task in study.tasks
+        for variant in study.variants
+        for length in study.lengths
+        for seed in study.seeds
+    }
+    merged = list(runs)
+    done = {vanishing.run_key(run) for run in runs}
+    for run in extra:
+        key = vanishing.run_key(run)
+        if key not in grid:
+            parser.exit(
+                2,
+                "rnnjax bench vanishing: error: --merge brings the run (task, cell, length, "
+                f"seed) = {key}, outside this study's grid; widen --tasks, --cells, "
+                "--lengths or --seeds\n",
+            )
+        if key not in done:
+            merged.append(run)
+            done.add(key)
+    return merged
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -245,7 +245,8 @@ def run_one(
     return record
 
 
-def _key(record: dict) -> tuple:
+def run_key(record: dict) -> tuple:
+    """A run's configuration: `(task, variant, length, seed)`."""
     return (record["task"], record["variant"], record["length"], record["seed"])
 
 
@@ -267,7 +268,7 @@ def run_study(
         saves `results.json` there, so an interrupted study loses at most one run).
     """
     records = list(previous)
-    done = {_key(r) for r in records}
+    done = {run_key(r) for r in records}
     # Seed by seed: an interrupted study (see `previous`) holds whole seeds first.
     grid = [
         (task, variant, length, seed)

@@ -117,3 +117,42 @@ def test_bad_options_exit_2(extra, message, capsys):
         main(["bench", "vanishing", *extra])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_merge_adds_runs_made_elsewhere(tmp_path, capsys):
+    """Two seeds run as two processes, then merged into one study."""
+
+    def argv(out, seeds, *extra):
+        return [
+            "bench", "vanishing", "--tasks", "adding", "--cells", "rnn", "--lengths", "6",
+            "--steps", "4", "--seeds", seeds, "--out", str(out), "--no-plots", *extra,
+        ]  # fmt: skip
+
+    first, second = tmp_path / "seed0", tmp_path / "seed1"
+    assert main(argv(first, "0")) == 0
+    assert main(argv(second, "1")) == 0
+    other = str(second / "results.json")
+
+    # A merged run must belong to the study's grid...
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv(first, "0", "--report-only", "--merge", other))
+    assert exit_info.value.code == 2
+    assert "outside this study's grid" in capsys.readouterr().err
+    # ...and share its training settings.
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv(first, "0,1", "--report-only", "--merge", other), "--steps", "5"])
+    assert exit_info.value.code == 2
+    assert "needs the same training settings" in capsys.readouterr().err
+
+    assert main(argv(first, "0,1", "--report-only", "--merge", other)) == 0
+    merged = json.loads((first / "results.json").read_text())
+    assert sorted(run["seed"] for run in merged["runs"]) == [0, 1]
+    assert merged["meta"]["study"]["seeds"] == [0, 1]
+    assert merged["runs"][1] == json.loads((second / "results.json").read_text())["runs"][0]
+    assert "partial study" not in (first / "report.md").read_text()
+    # Merging again adds nothing, and a resumed study finds nothing left to run.
+    assert main(argv(first, "0,1", "--report-only", "--merge", other)) == 0
+    assert len(json.loads((first / "results.json").read_text())["runs"]) == 2
+    capsys.readouterr()
+    assert main(argv(first, "0,1", "--resume", "--merge", other)) == 0
+    assert "0 runs to do (2 done)" in capsys.readouterr().err
