@@ -19,6 +19,9 @@ and `cpu_profile.md` in --out:
 5. **One input feature**: the LSTM and GRU forward of rnnjax's default path at I = 1
    and I = 2, and at I = 1 with the readable equations (`cell.step.reference`),
    which XLA compiles to slow code when `x @ w_ih` has one input feature.
+6. **XLA's CPU options**: the LSTM training step and forward at (32, 1000, 1, 128)
+   under each of a few `XLA_FLAGS` that choose the matmul library (each in its own
+   process, as flags are read when JAX starts): does any make the loop faster?
 """
 
 import argparse
@@ -140,6 +143,51 @@ def input_size_forward_ms() -> dict:
     return timings
 
 
+XLA_FLAG_CHOICES = (
+    "",
+    "--xla_cpu_experimental_ynn_fusion_type=",
+    "--xla_cpu_use_onednn=true",
+    "--xla_cpu_experimental_onednn_custom_call=true",
+    "--xla_cpu_use_xnnpack=true",
+)
+
+
+def lstm_step_ms() -> dict:
+    """The LSTM training step and forward of the default path, in this process."""
+    import jax
+    import jax.numpy as jnp
+
+    import rnnjax
+
+    cell = rnnjax.lstm(H)
+    params = cell.init(jax.random.key(0), 1, jnp.float32)
+    xs = jax.random.normal(jax.random.key(1), (B, T, 1))
+
+    def loss(params):
+        return jnp.mean(rnnjax.unroll(cell, params, xs)[0][:, -1] ** 2)
+
+    train_step = jax.jit(jax.value_and_grad(loss))
+    forward = jax.jit(lambda params: rnnjax.unroll(cell, params, xs)[0])
+    return {
+        "training step": median_ms(lambda: jax.block_until_ready(train_step(params))),
+        "forward": median_ms(lambda: jax.block_until_ready(forward(params))),
+    }
+
+
+def xla_flags_ms() -> dict:
+    timings = {}
+    for flags in XLA_FLAG_CHOICES:
+        child = subprocess.run(
+            [sys.executable, __file__, "--lstm-step"],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "XLA_FLAGS": flags},
+        )
+        timings[flags or "(none)"] = json.loads(child.stdout.strip().splitlines()[-1])
+    return timings
+
+
 def torch_denormals_ms() -> dict | None:
     try:
         import torch
@@ -188,6 +236,15 @@ def markdown(results: dict) -> str:
         lines.append(f"| whole LSTM forward, {label} | {ms:.1f} | {ms * 1000 / T:.1f} |")
     for label, ms in results["input_size_forward_ms"].items():
         lines.append(f"| forward, {label} | {ms:.1f} | {ms * 1000 / T:.1f} |")
+    lines += [
+        "",
+        f"LSTM (B, T, I, H) = ({B}, {T}, 1, {H}), default path, under `XLA_FLAGS` (milliseconds):",
+        "",
+        "| XLA_FLAGS | training step | forward |",
+        "|---|---|---|",
+    ]
+    for flags, ms in results["xla_flags_ms"].items():
+        lines.append(f"| `{flags}` | {ms['training step']:.1f} | {ms['forward']:.1f} |")
     denormals = results["torch_denormals_ms"]
     if denormals:
         lines += [
@@ -201,6 +258,9 @@ def markdown(results: dict) -> str:
 
 
 def main() -> int:
+    if sys.argv[1:] == ["--lstm-step"]:
+        print(json.dumps(lstm_step_ms()))
+        return 0
     if sys.argv[1:] == ["--one-core-matmul"]:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
         print(json.dumps(loop_matmul_ms()))
@@ -224,6 +284,7 @@ def main() -> int:
         "gate_nonlinearities_ms": gate_nonlinearities_ms(),
         "lstm_forward_ms": lstm_forward_ms(),
         "input_size_forward_ms": input_size_forward_ms(),
+        "xla_flags_ms": xla_flags_ms(),
         "torch_denormals_ms": torch_denormals_ms(),
     }
     os.makedirs(args.out, exist_ok=True)
