@@ -209,8 +209,8 @@ def _with_scalar_input_values(
 
     With one input feature, XLA's CPU compiler turns `x @ w_ih` (a `(B, 1) x
     (1, nH)` product) into a broadcast multiply and fuses it into the gate
-    nonlinearities, which then compile to slow scalar code: the LSTM and GRU
-    forward passes take 2-3 times as long at `I = 1` as at `I = 2`
+    nonlinearities, which then compile to slow code: the LSTM and GRU forward
+    passes take about twice as long at `I = 1` as at `I = 2`
     (`benchmarks/cpu_profile.py` measures it). `scalar_input` computes the same
     equations in a form that compiles to fast code (equal up to float rounding;
     tests check it), but differentiating it trains slower, so every derivative
@@ -451,12 +451,11 @@ def gru(
 
     def scalar_input_step(params: GRUParams, state: Array, x: Array) -> tuple[Array, Array]:
         # The same equations with one matmul per gate block instead of slices of one.
-        def block(w: Array, k: int) -> Array:
-            return w[:, k * hidden_size : (k + 1) * hidden_size]
+        def block(a: Array, k: int) -> Array:
+            return a[..., k * hidden_size : (k + 1) * hidden_size]
 
         x_r, x_z, x_n = (
-            _with_bias(x @ block(params.w_ih, k), params.b[k * hidden_size : (k + 1) * hidden_size])
-            for k in range(3)
+            _with_bias(x @ block(params.w_ih, k), block(params.b, k)) for k in range(3)
         )
         h_r, h_z, h_n = (state @ block(params.w_hh, k) for k in range(3))
         r = jax.nn.sigmoid(x_r + h_r)
