@@ -276,7 +276,18 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 def _bench_vanishing(
     parser: argparse.ArgumentParser, args: argparse.Namespace, command: str
 ) -> int:
+    results_path = os.path.join(args.out, "results.json")
     base = vanishing.QUICK if args.quick else vanishing.StudyConfig()
+    stored: dict = {"meta": {}, "runs": []}
+    if args.report_only:  # the stored study's settings, and the command that ran it
+        if not os.path.isfile(results_path):
+            parser.exit(2, f"rnnjax bench vanishing: error: --report-only needs {results_path}\n")
+        stored = _read_results(parser, results_path, "--report-only")
+        saved = stored["meta"]["study"]
+        base = vanishing.StudyConfig(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
+        )
+        command = stored["meta"].get("command", command.replace(" --report-only", ""))
     overrides = {
         "tasks": args.tasks,
         "variants": args.cells,
@@ -288,36 +299,33 @@ def _bench_vanishing(
         study = dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
     except ValueError as error:
         parser.exit(2, f"rnnjax bench vanishing: error: {error}\n")
-    results_path = os.path.join(args.out, "results.json")
-    previous: list[dict] = []
-    if args.resume and os.path.isfile(results_path):
-        previous = _stored_runs(parser, results_path, study, "--resume")
-    merged = [run for path in args.merge for run in _stored_runs(parser, path, study, "--merge")]
+    if args.resume and not args.report_only and os.path.isfile(results_path):
+        stored = _read_results(parser, results_path, "--resume")
+        _check_settings(parser, results_path, stored, study, "--resume")
+    merged: list[dict] = []
+    for path in args.merge:
+        other = _read_results(parser, path, "--merge")
+        _check_settings(parser, path, other, study, "--merge")
+        merged += other["runs"]
+    merged_from = [*stored["meta"].get("merged_from", []), *args.merge]
 
-    def save(records: list[dict]) -> None:
+    def save(records: list[dict]) -> dict:
         meta = {**vanishing.study_metadata(study), "command": command}
-        vanishing.save_results(results_path, {"meta": meta, "runs": records})
+        if args.report_only:  # the machine and date of the runs, not of this merge
+            meta = {**stored["meta"], "study": meta["study"]}
+        if merged_from:
+            meta["merged_from"] = merged_from
+        results = {"meta": meta, "runs": records}
+        vanishing.save_results(results_path, results)
+        return results
 
     started = time.perf_counter()
+    runs = _merge_runs(parser, study, stored["runs"], merged)
     if args.report_only:
-        if not os.path.isfile(results_path):
-            parser.exit(2, f"rnnjax bench vanishing: error: --report-only needs {results_path}\n")
-        with open(results_path) as file:
-            results = json.load(file)
-        if merged:
-            runs = _merge_runs(parser, study, results["runs"], merged)
-            save(runs)
-            results = {
-                "meta": {**vanishing.study_metadata(study), "command": command},
-                "runs": runs,
-            }
-        else:
-            command = results["meta"].get("command", command.replace(" --report-only", ""))
+        results = save(runs) if merged else stored
     else:
         os.makedirs(args.out, exist_ok=True)
-        previous = _merge_runs(parser, study, previous, merged)
-        results = vanishing.run_study(study, previous=previous, on_record=save)
-        save(results["runs"])
+        results = save(vanishing.run_study(study, previous=runs, on_record=save)["runs"])
     _files.write_atomically(
         os.path.join(args.out, "report.md"),
         lambda f: f.write(report.render(results, command).encode()),
@@ -331,15 +339,22 @@ def _bench_vanishing(
     return 0
 
 
-def _stored_runs(
-    parser: argparse.ArgumentParser, path: str, study: vanishing.StudyConfig, flag: str
-) -> list[dict]:
-    """The runs of the results file `path`, which must share `study`'s training settings."""
+def _read_results(parser: argparse.ArgumentParser, path: str, flag: str) -> dict:
     try:
         with open(path) as file:
-            stored = json.load(file)
+            return json.load(file)
     except (OSError, json.JSONDecodeError) as error:
         parser.exit(2, f"rnnjax bench vanishing: error: {flag} cannot read {path}: {error}\n")
+
+
+def _check_settings(
+    parser: argparse.ArgumentParser,
+    path: str,
+    stored: dict,
+    study: vanishing.StudyConfig,
+    flag: str,
+) -> None:
+    """Exits unless the results `stored` (read from `path`) share `study`'s training settings."""
     grid = ("tasks", "variants", "lengths", "seeds")
     settings = {k: v for k, v in dataclasses.asdict(study).items() if k not in grid}
     saved = {k: v for k, v in stored["meta"]["study"].items() if k in settings}
@@ -349,7 +364,6 @@ def _stored_runs(
             f"rnnjax bench vanishing: error: {flag} needs the same training "
             f"settings as {path}: {saved} vs {settings}\n",
         )
-    return stored["runs"]
 
 
 def _merge_runs(

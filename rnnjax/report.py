@@ -73,6 +73,13 @@ def render(results: dict, command: str = "") -> str:
     ]
     if command:
         lines += ["", f"Command: `{command}`"]
+    if meta.get("merged_from"):
+        lines += [
+            "",
+            "Runs merged in (`--merge`) from "
+            + ", ".join(f"`{path}`" for path in meta["merged_from"])
+            + ", made with the same settings by other processes.",
+        ]
     planned = math.prod(len(study[k]) for k in ("tasks", "variants", "lengths", "seeds"))
     if len(runs) < planned:
         lines += [

@@ -148,8 +148,17 @@ def test_merge_adds_runs_made_elsewhere(tmp_path, capsys):
     merged = json.loads((first / "results.json").read_text())
     assert sorted(run["seed"] for run in merged["runs"]) == [0, 1]
     assert merged["meta"]["study"]["seeds"] == [0, 1]
+    assert merged["meta"]["merged_from"] == [other]
+    assert merged["meta"]["command"].endswith("--seeds 0 --out " + str(first) + " --no-plots")
     assert merged["runs"][1] == json.loads((second / "results.json").read_text())["runs"][0]
-    assert "partial study" not in (first / "report.md").read_text()
+    merged_report = (first / "report.md").read_text()
+    assert (
+        "partial study" not in merged_report
+        and f"merged in (`--merge`) from `{other}`" in merged_report
+    )
+    # --report-only takes the stored study's settings, so a redraw needs no options.
+    assert main(["bench", "vanishing", "--out", str(first), "--report-only", "--no-plots"]) == 0
+    assert (first / "report.md").read_text() == merged_report
     # Merging again adds nothing, and a resumed study finds nothing left to run.
     assert main(argv(first, "0,1", "--report-only", "--merge", other)) == 0
     assert len(json.loads((first / "results.json").read_text())["runs"]) == 2
