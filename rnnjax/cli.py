@@ -355,8 +355,9 @@ def _check_settings(
     flag: str,
 ) -> None:
     """Exits unless the results `stored` (read from `path`) share `study`'s training settings."""
-    grid = ("tasks", "variants", "lengths", "seeds")
-    settings = {k: v for k, v in dataclasses.asdict(study).items() if k not in grid}
+    settings = {
+        k: v for k, v in dataclasses.asdict(study).items() if k not in vanishing.GRID_FIELDS
+    }
     saved = {k: v for k, v in stored["meta"]["study"].items() if k in settings}
     if saved != settings:
         parser.exit(
@@ -373,13 +374,7 @@ def _merge_runs(
     extra: list[dict],
 ) -> list[dict]:
     """`runs` plus the runs of `extra` not already there; each must be in `study`'s grid."""
-    grid = {
-        (task, variant, length, seed)
-        for task in study.tasks
-        for variant in study.variants
-        for length in study.lengths
-        for seed in study.seeds
-    }
+    grid = set(vanishing.study_grid(study))
     merged = list(runs)
     done = {vanishing.run_key(run) for run in runs}
     for run in extra:

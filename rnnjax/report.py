@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import statistics
 
-from rnnjax.vanishing import VARIANTS, matching_runs, showcase
+from rnnjax.vanishing import GRID_FIELDS, VARIANTS, matching_runs, showcase
 
 TASK_NAMES = {"adding": "Adding problem", "copy": "Copy memory", "recall": "Recall the first value"}
 CRITERIA = {
@@ -80,7 +80,7 @@ def render(results: dict, command: str = "") -> str:
             + ", ".join(f"`{path}`" for path in meta["merged_from"])
             + ", made with the same settings by other processes.",
         ]
-    planned = math.prod(len(study[k]) for k in ("tasks", "variants", "lengths", "seeds"))
+    planned = math.prod(len(study[k]) for k in GRID_FIELDS)
     if len(runs) < planned:
         lines += [
             "",

@@ -82,6 +82,10 @@ def classify(task: str, loss: float, baseline: float) -> str:
     return "partial"
 
 
+# The fields of `StudyConfig` that make its grid; the others are training settings.
+GRID_FIELDS = ("tasks", "variants", "lengths", "seeds")
+
+
 @dataclasses.dataclass(frozen=True)
 class StudyConfig:
     """What the study covers and how each run trains.
@@ -115,7 +119,7 @@ class StudyConfig:
         for variant in self.variants:
             if variant not in VARIANTS:
                 raise ValueError(f"cells must be among {list(VARIANTS)}, got {variant!r}")
-        for name in ("tasks", "variants", "lengths", "seeds"):
+        for name in GRID_FIELDS:
             if not getattr(self, name):
                 raise ValueError(f"{name} must not be empty")
         for length in self.lengths:
@@ -245,6 +249,18 @@ def run_one(
     return record
 
 
+def study_grid(study: StudyConfig) -> list[tuple]:
+    """Every run of `study` as `(task, variant, length, seed)`, in the order they run:
+    seed by seed, so an interrupted study holds whole seeds first."""
+    return [
+        (task, variant, length, seed)
+        for seed in study.seeds
+        for task in study.tasks
+        for length in study.lengths
+        for variant in study.variants
+    ]
+
+
 def run_key(record: dict) -> tuple:
     """A run's configuration: `(task, variant, length, seed)`."""
     return (record["task"], record["variant"], record["length"], record["seed"])
@@ -269,14 +285,7 @@ def run_study(
     """
     records = list(previous)
     done = {run_key(r) for r in records}
-    # Seed by seed: an interrupted study (see `previous`) holds whole seeds first.
-    grid = [
-        (task, variant, length, seed)
-        for seed in study.seeds
-        for task in study.tasks
-        for length in study.lengths
-        for variant in study.variants
-    ]
+    grid = study_grid(study)
     todo = [item for item in grid if item not in done]
     log(f"vanishing-gradient study: {len(todo)} runs to do ({len(grid) - len(todo)} done)")
     started = time.perf_counter()
