@@ -2,7 +2,7 @@
 
     python benchmarks/cpu_profile.py --out results/cpu_profile     # under a minute
 
-Five measurements, float32, median of 7 after warm-up, written to `cpu_profile.json`
+Six measurements, float32, median of 7 after warm-up, written to `cpu_profile.json`
 and `cpu_profile.md` in --out:
 
 1. **The loop's matmul alone**: a `lax.scan` whose body is only `h @ w_hh` plus a
@@ -12,7 +12,7 @@ and `cpu_profile.md` in --out:
 2. **Gate nonlinearities, split or whole**: an LSTM step's elementwise part over a
    precomputed input `(T, B, 4H)`, written as four narrow blocks (split, then
    sigmoid/tanh each) or as sigmoid and tanh over all four blocks, sliced afterwards.
-3. **The whole LSTM forward** of rnnjax (fused kernel) and of PyTorch at the same
+3. **The whole LSTM forward** of rnnjax (default path) and of PyTorch at the same
    shape, per step, for comparison with (1).
 4. **PyTorch with and without flushing denormals** (`torch.set_flush_denormal`), one
    LSTM training step at (32, 1000, 1, 128), when torch is installed.
@@ -105,7 +105,7 @@ def lstm_forward_ms() -> dict:
     cell = rnnjax.lstm(H)
     params = cell.init(jax.random.key(0), 1, jnp.float32)
     xs = jax.random.normal(jax.random.key(1), (B, T, 1))
-    forward = jax.jit(lambda params, xs: rnnjax.unroll(cell, params, xs, fused=True)[0])
+    forward = jax.jit(lambda params, xs: rnnjax.unroll(cell, params, xs)[0])
     result = {"rnnjax": median_ms(lambda: jax.block_until_ready(forward(params, xs)))}
     try:
         import torch
@@ -232,7 +232,7 @@ def markdown(results: dict) -> str:
         f"{gates['whole'] * 1000 / T:.1f} |",
     ]
     for name, ms in forward.items():
-        label = "rnnjax, fused=True" if name == "rnnjax" else name
+        label = "rnnjax, default path" if name == "rnnjax" else name
         lines.append(f"| whole LSTM forward, {label} | {ms:.1f} | {ms * 1000 / T:.1f} |")
     for label, ms in results["input_size_forward_ms"].items():
         lines.append(f"| forward, {label} | {ms:.1f} | {ms * 1000 / T:.1f} |")

@@ -7,14 +7,17 @@ CPU is where the time goes:
 1. the input projection of every step, `xs @ w_ih + b`, is one matmul before
    the loop, so the loop body holds a single matmul (`h @ w_hh`) and the gate
    nonlinearities;
-2. the backward pass is written by hand (`jax.custom_vjp`): a reverse scan
-   computes the gradient of each step's gate pre-activations `(T, N, G)`, and the
-   weight gradients are then *one* matmul each over all `T * N` rows,
-   `h_prev^T @ d_gates` and `xs^T @ d_gates`, instead of a `(H, G)` accumulation
-   in every iteration of the loop; the input gradient `d_gates @ w_ih^T` is one
-   matmul too;
-3. the forward pass saves only what the backward pass reads (gate activations
-   and states), and inference saves nothing.
+2. the derivative is written by hand as a `jax.custom_jvp` over the whole
+   sequence: the forward scan saves, per step, the factors the linearised step
+   multiplies by, and a second scan runs the linearised recurrence. The
+   tangents that the weights contribute, `h_prev @ d_w_hh` and `xs @ d_w_ih`,
+   are one matmul each over all `T * N` rows, outside the loop. JAX transposes
+   this linear scan for reverse mode, so `jax.grad` gets the cuDNN-style
+   backward pass (a reverse scan with one matmul per step, then the weight
+   gradients `h_prev^T @ d_gates` and `xs^T @ d_gates` as one matmul each)
+   while `jax.jvp`, `jax.jacfwd` and Hessians work as well;
+3. without differentiation (inference) the sequence runs `cell.step` itself,
+   which saves nothing.
 
 The kernels are equal to `cell.step` unrolled with autodiff up to floating-point
 rounding (tested in float64, outputs and every gradient). A cell has a kernel
@@ -38,32 +41,32 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 
 Array = jax.Array
 
 
 class Kernel(NamedTuple):
-    """The per-step forward and backward equations of one cell type.
+    """The per-step equations of one cell type, forward and linearised.
 
     Attributes:
-      forward: `forward(params, state, xw) -> (state, h, residual)`, where
-        `xw (N, G)` is the step's input projection `x @ w_ih + b`.
-      backward: `backward(params, residual, h_prev, d_state, d_h) ->
-        (d_prev_state, d_xw, d_hw)`: `h_prev` is the hidden state the step read,
-        `d_state` the cotangent of the state it produced, `d_h` that of its
-        output; `d_xw (N, G)` is the cotangent of `xw` and `d_hw (N, G)` that of
-        the recurrent projection `h @ w_hh`, or None where the two are equal
-        (RNN, LSTM), which saves writing a second `(T, N, G)` array.
+      forward: `forward(params, state, xw, hw) -> (state, h, residual)`, where
+        `xw (N, G)` is the step's input projection `x @ w_ih + b` and `hw (N, G)`
+        its recurrent projection `h @ w_hh` (plus `recurrent_bias(params)`);
+        `residual` holds what the linearised step multiplies by.
+      tangent: `tangent(residual, d_state, d_xw, d_hw) -> (d_state, d_h)`: the
+        step linearised where `forward` evaluated it, a linear function of the
+        tangents of the state it read, of `xw` and of `hw`.
       hidden: `hidden(state) -> h`, the part of the state that meets `w_hh`.
-      extra_grads: `extra_grads(params, d_hw_sum) -> dict` of cotangents of any
-        parameter besides `w_ih`, `w_hh` and `b` (the GRU's `b_hn`), from
-        `d_hw` summed over time and batch.
+      recurrent_bias: `recurrent_bias(params) -> (G,)`, a bias inside the
+        recurrent projection (the GRU's `b_hn`, which its reset gate
+        multiplies), linear in `params`; None for cells without one.
     """
 
     forward: Callable[..., tuple[Any, Array, Any]]
-    backward: Callable[..., tuple[Any, Array, Array]]
+    tangent: Callable[..., tuple[Any, Array]]
     hidden: Callable[[Any], Array]
-    extra_grads: Callable[[Any, Array], dict]
+    recurrent_bias: Callable[[Any], Array] | None = None
 
 
 _KERNELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -82,47 +85,41 @@ def kernel_for(cell: Any) -> Kernel | None:
         return None
 
 
-def _no_extra_grads(params: Any, d_hw_sum: Array) -> dict:
-    return {}
-
-
 def _identity(state: Any) -> Any:
     return state
 
 
 # -- vanilla RNN -------------------------------------------------------------------------
 
-_ACTIVATION_GRADS: dict[str, Callable[[Array, Array], Array]] = {
+_ACTIVATION_SLOPES: dict[str, Callable[[Array], Array]] = {
     # d act(pre) / d pre, written in terms of the output h = act(pre)
-    "tanh": lambda h, d_h: d_h * (1 - h * h),
-    "relu": lambda h, d_h: jnp.where(h > 0, d_h, 0),
+    "tanh": lambda h: 1 - h * h,
+    "relu": lambda h: (h > 0).astype(h.dtype),
 }
 _ACTIVATIONS: dict[str, Callable[[Array], Array]] = {"tanh": jnp.tanh, "relu": jax.nn.relu}
 
 
 def rnn_kernel(activation: str) -> Kernel:
     """The kernel of `rnnjax.rnn(H, activation)` for `activation` in {"tanh", "relu"}."""
-    act, act_grad = _ACTIVATIONS[activation], _ACTIVATION_GRADS[activation]
+    act, slope = _ACTIVATIONS[activation], _ACTIVATION_SLOPES[activation]
 
-    def forward(params: Any, h: Array, xw: Array) -> tuple[Array, Array, Array]:
-        h = act(xw + h @ params.w_hh)
-        return h, h, h
+    def forward(params: Any, h: Array, xw: Array, hw: Array) -> tuple[Array, Array, Array]:
+        h = act(xw + hw)
+        return h, h, slope(h)
 
-    def backward(
-        params: Any, h: Array, h_prev: Array, d_state: Array, d_h: Array
-    ) -> tuple[Array, Array, Array]:
-        d_pre = act_grad(h, d_state + d_h)
-        return d_pre @ params.w_hh.T, d_pre, None
+    def tangent(slope_h: Array, d_h_prev: Array, d_xw: Array, d_hw: Array) -> tuple[Array, Array]:
+        d_h = slope_h * (d_xw + d_hw)
+        return d_h, d_h
 
-    return Kernel(forward, backward, _identity, _no_extra_grads)
+    return Kernel(forward, tangent, _identity)
 
 
 # -- LSTM ------------------------------------------------------------------------------
 
 
-def _lstm_forward(params: Any, state: Any, xw: Array) -> tuple[Any, Array, Array]:
+def _lstm_forward(params: Any, state: Any, xw: Array, hw: Array) -> tuple[Any, Array, Array]:
     hidden = state.h.shape[-1]
-    pre = xw + state.h @ params.w_hh
+    pre = xw + hw
     # Both nonlinearities on all four blocks, then slices: XLA's CPU backend runs one
     # wide elementwise loop several times faster than four narrow ones (measured).
     sig, tanh = jax.nn.sigmoid(pre), jnp.tanh(pre)
@@ -131,75 +128,62 @@ def _lstm_forward(params: Any, state: Any, xw: Array) -> tuple[Any, Array, Array
     c = f * state.c + i * g
     tanh_c = jnp.tanh(c)
     h = o * tanh_c
-    # What the backward pass multiplies by, computed here while the values are at hand:
-    # d pre = [d_c, d_c, d_c, d_h] * factors, d_c += d_h * o * (1 - tanh(c)^2).
-    residual = jnp.concatenate(
-        [
-            g * i * (1 - i),
-            state.c * f * (1 - f),
-            i * (1 - g * g),
-            tanh_c * o * (1 - o),
-            o * (1 - tanh_c * tanh_c),
-            f,
-        ],
-        axis=-1,
+    # The linearised step: d_pre * [f_i, f_f, f_g, f_o] gives the four blocks' parts,
+    # d_c = f d_c_prev + (sum of the first three), d_h = (the fourth) + d_c * o (1 - tanh(c)^2).
+    factors = jnp.concatenate(
+        [g * i * (1 - i), state.c * f * (1 - f), i * (1 - g * g), tanh_c * o * (1 - o)], axis=-1
     )
+    residual = (factors, o * (1 - tanh_c * tanh_c), f)
     return type(state)(h, c), h, residual
 
 
-def _lstm_backward(
-    params: Any, residual: Array, h_prev: Array, d_state: Any, d_h: Array
-) -> tuple[Any, Array, None]:
-    hidden = h_prev.shape[-1]
-    factors = residual[:, : 4 * hidden]
-    d_c_from_h, f = residual[:, 4 * hidden : 5 * hidden], residual[:, 5 * hidden :]
-    d_h = d_state.h + d_h
-    d_c = d_state.c + d_h * d_c_from_h
-    d_pre = jnp.concatenate([d_c, d_c, d_c, d_h], axis=-1) * factors
-    d_prev = type(d_state)(d_pre @ params.w_hh.T, d_c * f)
-    return d_prev, d_pre, None
+def _lstm_tangent(residual: tuple, d_state: Any, d_xw: Array, d_hw: Array) -> tuple[Any, Array]:
+    factors, d_c_from_h, f = residual
+    # jnp.split, not slices: its transpose (the backward pass) is one concatenation.
+    d_i, d_f, d_g, d_o = jnp.split((d_xw + d_hw) * factors, 4, axis=-1)
+    d_c = f * d_state.c + d_i + d_f + d_g
+    d_h = d_o + d_c_from_h * d_c
+    return type(d_state)(d_h, d_c), d_h
 
 
-LSTM_KERNEL = Kernel(_lstm_forward, _lstm_backward, lambda state: state.h, _no_extra_grads)
+LSTM_KERNEL = Kernel(_lstm_forward, _lstm_tangent, lambda state: state.h)
 
 
 # -- GRU -------------------------------------------------------------------------------
 
 
-def _gru_forward(params: Any, h: Array, xw: Array) -> tuple[Array, Array, Array]:
+def _gru_forward(params: Any, h: Array, xw: Array, hw: Array) -> tuple[Array, Array, Array]:
     hidden = h.shape[-1]
-    hw = h @ params.w_hh
     rz = jax.nn.sigmoid(xw[:, : 2 * hidden] + hw[:, : 2 * hidden])
     r, z = rz[:, :hidden], rz[:, hidden:]
-    h_n = hw[:, 2 * hidden :] + params.b_hn[None, :]
+    h_n = hw[:, 2 * hidden :]  # h @ w_hn + b_hn
     n = jnp.tanh(xw[:, 2 * hidden :] + r * h_n)
     new_h = (1 - z) * n + z * h
-    # Every pre-activation gradient is d_h times a factor known now:
-    # d xw = d_h * [f_r, f_z, f_n] and d hw = d_h * [f_r, f_z, f_n * r].
+    # The linearised step is d_xw and d_hw times factors known now:
+    # d_h = sum of blocks(d_xw * [f_r, f_z, f_n] + d_hw * [f_r, f_z, f_n r]) + z d_h_prev.
     f_n = (1 - z) * (1 - n * n)
     f_r = f_n * h_n * r * (1 - r)
     f_z = (h - n) * z * (1 - z)
-    residual = jnp.concatenate([f_r, f_z, f_n, f_r, f_z, f_n * r, z], axis=-1)
+    residual = (
+        jnp.concatenate([f_r, f_z, f_n], axis=-1),
+        jnp.concatenate([f_r, f_z, f_n * r], axis=-1),
+        z,
+    )
     return new_h, new_h, residual
 
 
-def _gru_backward(
-    params: Any, residual: Array, h_prev: Array, d_state: Array, d_h: Array
-) -> tuple[Array, Array, Array]:
-    hidden = h_prev.shape[-1]
-    d_h = d_state + d_h
-    d_h3 = jnp.concatenate([d_h, d_h, d_h], axis=-1)
-    d_xw = d_h3 * residual[:, : 3 * hidden]
-    d_hw = d_h3 * residual[:, 3 * hidden : 6 * hidden]
-    return d_h * residual[:, 6 * hidden :] + d_hw @ params.w_hh.T, d_xw, d_hw
+def _gru_tangent(residual: tuple, d_h_prev: Array, d_xw: Array, d_hw: Array) -> tuple[Array, Array]:
+    x_factors, h_factors, z = residual
+    d_r, d_z, d_n = jnp.split(d_xw * x_factors + d_hw * h_factors, 3, axis=-1)
+    d_h = d_r + d_z + d_n + z * d_h_prev
+    return d_h, d_h
 
 
-def _gru_extra_grads(params: Any, d_hw_sum: Array) -> dict:
-    hidden = params.b_hn.shape[0]
-    return {"b_hn": d_hw_sum[2 * hidden :]}
+def _gru_recurrent_bias(params: Any) -> Array:
+    return jnp.concatenate([jnp.zeros(2 * params.b_hn.shape[0], params.b_hn.dtype), params.b_hn])
 
 
-GRU_KERNEL = Kernel(_gru_forward, _gru_backward, _identity, _gru_extra_grads)
+GRU_KERNEL = Kernel(_gru_forward, _gru_tangent, _identity, _gru_recurrent_bias)
 
 
 # -- the sequence ----------------------------------------------------------------------
@@ -210,18 +194,13 @@ def masked_step(valid: Array | None, new: Any, old: Any, outputs: Any) -> tuple[
     length) the state stays `old` and the `outputs` are zeros; `valid=None` keeps all.
 
     The one rule for padding, shared by both paths of `unroll` and by the fused
-    backward pass (where the "state" is the state's cotangent).
+    linearised scan (where the "state" is the state's tangent).
     """
     if valid is None:
         return new, outputs
     keep = valid[:, None]
     state = jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, old)
     return state, jax.tree.map(lambda a: jnp.where(keep, a, 0), outputs)
-
-
-def _input_projection(params: Any, xs: Array) -> Array:
-    """`xs @ w_ih + b` for all steps at once: `(T, N, I) -> (T, N, G)`."""
-    return _apply_to_rows(lambda rows: rows @ params.w_ih + params.b[None, :], xs)
 
 
 def _apply_to_rows(fn: Callable[[Array], Array], xs: Array) -> Array:
@@ -231,36 +210,27 @@ def _apply_to_rows(fn: Callable[[Array], Array], xs: Array) -> Array:
     return rows.reshape(*xs.shape[:-1], rows.shape[-1])
 
 
-def _rows(xs: Array) -> Array:
-    return xs.reshape(-1, xs.shape[-1])
+def _is_zero(tangent: Any) -> bool:
+    return isinstance(tangent, SymbolicZero)
 
 
-def _scan_forward(
-    kernel: Kernel,
-    params: Any,
-    xs: Array,
-    state: Any,
-    valid: Array | None,
-    reverse: bool,
-    unroll: int | bool,
-    keep_residuals: bool,
-) -> tuple[Any, Array, Any]:
-    xw = _input_projection(params, xs)
-
-    def body(carry: Any, step_inputs: tuple) -> tuple[Any, tuple]:
-        xw_t, valid_t = step_inputs
-        new, h, residual = kernel.forward(params, carry, xw_t)
-        new, h = masked_step(valid_t, new, carry, h)
-        saved = (kernel.hidden(carry), residual) if keep_residuals else None
-        return new, (h, saved)
-
-    final, (hs, saved) = jax.lax.scan(body, state, (xw, valid), reverse=reverse, unroll=unroll)
-    return final, hs, saved
+def _sum(terms: list) -> Array | None:
+    """The sum of the terms that are not None (tangents known to be zero), or None."""
+    terms = [t for t in terms if t is not None]
+    return functools.reduce(jnp.add, terms) if terms else None
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 5, 6))
+def _recurrent_projection(kernel: Kernel, params: Any, h: Array) -> Array:
+    hw = h @ params.w_hh
+    if kernel.recurrent_bias is None:
+        return hw
+    return hw + kernel.recurrent_bias(params)[None, :]
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 6, 7))
 def _fused(
     kernel: Kernel,
+    step: Callable,
     params: Any,
     xs: Array,
     state: Any,
@@ -268,59 +238,94 @@ def _fused(
     reverse: bool,
     unroll: int | bool,
 ) -> tuple[Any, Array]:
-    final, hs, _ = _scan_forward(kernel, params, xs, state, valid, reverse, unroll, False)
-    return final, hs
+    # Values only (nothing differentiates): the cell's own step, which saves nothing.
+    def body(carry: Any, step_inputs: tuple) -> tuple[Any, Array]:
+        x, valid_t = step_inputs
+        new, h = step(params, carry, x)
+        return masked_step(valid_t, new, carry, h)
+
+    return jax.lax.scan(body, state, (xs, valid), reverse=reverse, unroll=unroll)
 
 
-def _fused_fwd(
+def _fused_jvp(
     kernel: Kernel,
-    params: Any,
-    xs: Array,
-    state: Any,
-    valid: Array | None,
+    step: Callable,
     reverse: bool,
     unroll: int | bool,
-) -> tuple[tuple[Any, Array], tuple]:
-    final, hs, (h_prev, residuals) = _scan_forward(
-        kernel, params, xs, state, valid, reverse, unroll, True
+    primals: tuple,
+    tangents: tuple,
+) -> tuple[tuple[Any, Array], tuple[Any, Array]]:
+    params, xs, state, valid = primals
+    d_params, d_xs, d_state, _ = tangents
+
+    # The forward pass, saving each step's residual and the hidden state it read.
+    xw = _apply_to_rows(lambda rows: rows @ params.w_ih + params.b[None, :], xs)
+
+    def body(carry: Any, step_inputs: tuple) -> tuple[Any, tuple]:
+        xw_t, valid_t = step_inputs
+        h_prev = kernel.hidden(carry)
+        hw = _recurrent_projection(kernel, params, h_prev)
+        new, h, residual = kernel.forward(params, carry, xw_t, hw)
+        new, h = masked_step(valid_t, new, carry, h)
+        return new, (h, h_prev, residual)
+
+    final, (hs, h_prev, residuals) = jax.lax.scan(
+        body, state, (xw, valid), reverse=reverse, unroll=unroll
     )
-    return (final, hs), (params, xs, valid, h_prev, residuals)
 
+    # Tangents of xw and of the weights' part of hw, for every step at once.
+    def rows_times(a: Array, w: Any) -> Array | None:
+        return None if _is_zero(w) else _apply_to_rows(lambda rows: rows @ w, a)
 
-def _fused_bwd(
-    kernel: Kernel, reverse: bool, unroll: int | bool, saved: tuple, cotangents: tuple
-) -> tuple:
-    params, xs, valid, h_prev, residuals = saved
-    d_final, d_hs = cotangents
+    d_xw = _sum(
+        [
+            None if _is_zero(d_xs) else _apply_to_rows(lambda rows: rows @ params.w_ih, d_xs),
+            rows_times(xs, d_params.w_ih),
+            None if _is_zero(d_params.b) else d_params.b[None, None, :],
+        ]
+    )
+    d_hw_weights = rows_times(h_prev, d_params.w_hh)
+    if kernel.recurrent_bias is not None and not _is_zero(d_params.b_hn):
+        d_hw_weights = _sum([d_hw_weights, kernel.recurrent_bias(d_params)[None, None, :]])
+    if kernel.recurrent_bias is None:
+        # The step reads only xw + hw: add the two tangents here, so the loop (and
+        # its transpose, the backward pass) carries one (T, N, G) array, not two.
+        d_xw, d_hw_weights = _sum([d_xw, d_hw_weights]), None
+    d_xw = jnp.zeros_like(xw) if d_xw is None else jnp.broadcast_to(d_xw, xw.shape)
+    if d_hw_weights is not None:
+        d_hw_weights = jnp.broadcast_to(d_hw_weights, xw.shape)
+    d_state = jax.tree.map(
+        lambda t, s: jnp.zeros_like(s) if _is_zero(t) else t,
+        d_state,
+        state,
+        is_leaf=_is_zero,
+    )
 
-    def body(d_carry: Any, step_inputs: tuple) -> tuple[Any, tuple[Array, Array | None]]:
-        residual, h_prev_t, d_h, valid_t = step_inputs
-        d_prev, d_xw, d_hw = kernel.backward(params, residual, h_prev_t, d_carry, d_h)
-        return masked_step(valid_t, d_prev, d_carry, (d_xw, d_hw))
+    # The linearised recurrence: one matmul per step, d_h_prev @ w_hh.
+    def tangent_body(d_carry: Any, step_inputs: tuple) -> tuple[Any, Array]:
+        residual, d_xw_t, d_hw_t, valid_t = step_inputs
+        d_hw = kernel.hidden(d_carry) @ params.w_hh
+        if d_hw_t is not None:
+            d_hw = d_hw + d_hw_t
+        new, d_h = kernel.tangent(residual, d_carry, d_xw_t, d_hw)
+        return masked_step(valid_t, new, d_carry, d_h)
 
-    d_state, (d_xw, d_hw) = jax.lax.scan(
-        body,
-        d_final,
-        (residuals, h_prev, d_hs, valid),
-        reverse=not reverse,
+    d_final, d_hs = jax.lax.scan(
+        tangent_body,
+        d_state,
+        (residuals, d_xw, d_hw_weights, valid),
+        reverse=reverse,
         unroll=unroll,
     )
-    d_hw = d_xw if d_hw is None else d_hw
-    grads = params._replace(
-        w_ih=_rows(xs).T @ _rows(d_xw),
-        w_hh=_rows(h_prev).T @ _rows(d_hw),
-        b=jnp.sum(d_xw, axis=(0, 1)),
-        **kernel.extra_grads(params, jnp.sum(d_hw, axis=(0, 1))),
-    )
-    d_xs = _apply_to_rows(lambda rows: rows @ params.w_ih.T, d_xw)
-    return grads, d_xs, d_state, None
+    return (final, hs), (d_final, d_hs)
 
 
-_fused.defvjp(_fused_fwd, _fused_bwd)
+_fused.defjvp(_fused_jvp, symbolic_zeros=True)
 
 
 def fused_unroll(
     kernel: Kernel,
+    step: Callable,
     params: Any,
     xs: Array,
     state: Any,
@@ -329,10 +334,12 @@ def fused_unroll(
     reverse: bool = False,
     unroll: int | bool = 1,
 ) -> tuple[Any, Array]:
-    """Runs `kernel` over a time-major sequence with the hand-written backward pass.
+    """Runs a cell over a time-major sequence, differentiated through `kernel`.
 
     Args:
       kernel: from `kernel_for(cell)`.
+      step: the cell's step function (`cell.step`), which computes the values
+        when nothing differentiates.
       params: the cell's parameters.
       xs: inputs `(T, N, I)` in the compute dtype.
       state: initial state, arrays `(N, H)` in the compute dtype.
@@ -344,4 +351,4 @@ def fused_unroll(
     Returns:
       `(final_state, hs)` with `hs` of shape `(T, N, H)`.
     """
-    return _fused(kernel, params, xs, state, valid, reverse, unroll)
+    return _fused(kernel, step, params, xs, state, valid, reverse, unroll)

@@ -63,15 +63,13 @@ def unroll(
         of training grows with `T / checkpoint_every + checkpoint_every` steps
         of activations instead of `T` (about `sqrt(T)` is a good choice), for
         one more forward pass of compute. Outputs and gradients are unchanged.
-      fused: run the cell's fused kernel (`rnnjax.fused`), if it has one (the
-        built-in cells do, except an RNN with a custom activation): the input
-        projection of all steps as one matmul and a hand-written backward pass
-        whose weight gradients are one matmul each. Equal to the default path
-        up to rounding, faster for some shapes and slower for others (in
-        `benchmarks/results/speed/speed.md`: RNN and LSTM training up to 16%
-        faster; GRU training and inference slower). It defines
-        reverse-mode gradients only (no `jax.jvp` through it). The default
-        runs `cell.step` in the scan and lets JAX differentiate it.
+      fused: differentiate through the cell's fused kernel (`rnnjax.fused`), if
+        it has one (the built-in cells do, except an RNN with a custom
+        activation): the input projection of all steps as one matmul, and a
+        hand-written derivative of the whole sequence whose weight gradients
+        are one matmul each. Forward mode (`jax.jvp`) and second derivatives
+        work as on the default path; values computed without differentiation
+        are the default path's. Equal to the default path up to rounding.
 
     Returns:
       `(hs, final_state)`: `hs` is `(B, T, H)` (`(T, B, H)` time-major, `(T, H)`
@@ -132,7 +130,9 @@ def unroll(
     if kernel is not None:
 
         def run(state: Any, xs: Array, valid: Array | None) -> tuple[Any, Array]:
-            return fused_unroll(kernel, params, xs, state, valid, reverse=reverse, unroll=unroll)
+            return fused_unroll(
+                kernel, cell.step, params, xs, state, valid, reverse=reverse, unroll=unroll
+            )
 
     else:
 
