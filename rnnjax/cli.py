@@ -307,7 +307,8 @@ def _bench_vanishing(
         other = _read_results(parser, path, "--merge")
         _check_settings(parser, path, other, study, "--merge")
         merged += other["runs"]
-    merged_from = [*stored["meta"].get("merged_from", []), *args.merge]
+    # Each file once, in the order first merged.
+    merged_from = list(dict.fromkeys([*stored["meta"].get("merged_from", []), *args.merge]))
 
     def save(records: list[dict]) -> dict:
         meta = {**vanishing.study_metadata(study), "command": command}
