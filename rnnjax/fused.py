@@ -50,7 +50,7 @@ class Kernel(NamedTuple):
     """The per-step equations of one cell type, forward and linearised.
 
     Attributes:
-      forward: `forward(params, state, xw, hw) -> (state, h, residual)`, where
+      forward: `forward(state, xw, hw) -> (state, h, residual)`, where
         `xw (N, G)` is the step's input projection `x @ w_ih + b` and `hw (N, G)`
         its recurrent projection `h @ w_hh` (plus `recurrent_bias(params)`);
         `residual` holds what the linearised step multiplies by.
@@ -103,7 +103,7 @@ def rnn_kernel(activation: str) -> Kernel:
     """The kernel of `rnnjax.rnn(H, activation)` for `activation` in {"tanh", "relu"}."""
     act, slope = _ACTIVATIONS[activation], _ACTIVATION_SLOPES[activation]
 
-    def forward(params: Any, h: Array, xw: Array, hw: Array) -> tuple[Array, Array, Array]:
+    def forward(h: Array, xw: Array, hw: Array) -> tuple[Array, Array, Array]:
         h = act(xw + hw)
         return h, h, slope(h)
 
@@ -117,7 +117,7 @@ def rnn_kernel(activation: str) -> Kernel:
 # -- LSTM ------------------------------------------------------------------------------
 
 
-def _lstm_forward(params: Any, state: Any, xw: Array, hw: Array) -> tuple[Any, Array, Array]:
+def _lstm_forward(state: Any, xw: Array, hw: Array) -> tuple[Any, Array, tuple]:
     hidden = state.h.shape[-1]
     pre = xw + hw
     # Both nonlinearities on all four blocks, then slices: XLA's CPU backend runs one
@@ -152,7 +152,7 @@ LSTM_KERNEL = Kernel(_lstm_forward, _lstm_tangent, lambda state: state.h)
 # -- GRU -------------------------------------------------------------------------------
 
 
-def _gru_forward(params: Any, h: Array, xw: Array, hw: Array) -> tuple[Array, Array, Array]:
+def _gru_forward(h: Array, xw: Array, hw: Array) -> tuple[Array, Array, tuple]:
     hidden = h.shape[-1]
     rz = jax.nn.sigmoid(xw[:, : 2 * hidden] + hw[:, : 2 * hidden])
     r, z = rz[:, :hidden], rz[:, hidden:]
@@ -265,7 +265,7 @@ def _fused_jvp(
         xw_t, valid_t = step_inputs
         h_prev = kernel.hidden(carry)
         hw = _recurrent_projection(kernel, params, h_prev)
-        new, h, residual = kernel.forward(params, carry, xw_t, hw)
+        new, h, residual = kernel.forward(carry, xw_t, hw)
         new, h = masked_step(valid_t, new, carry, h)
         return new, (h, h_prev, residual)
 
