@@ -2,7 +2,7 @@
 
     python benchmarks/cpu_profile.py --out results/cpu_profile     # under a minute
 
-Six measurements, float32, median of 7 after warm-up, written to `cpu_profile.json`
+Seven measurements, float32, median of 7 after warm-up, written to `cpu_profile.json`
 and `cpu_profile.md` in --out:
 
 1. **The loop's matmul alone**: a `lax.scan` whose body is only `h @ w_hh` plus a
@@ -22,6 +22,10 @@ and `cpu_profile.md` in --out:
 6. **XLA's CPU options**: the LSTM training step and forward at (32, 1000, 1, 128)
    under each of a few `XLA_FLAGS` that choose the matmul library (each in its own
    process, as flags are read when JAX starts): does any make the loop faster?
+7. **Independent chains**: the batch split into two halves that run as two separate
+   recurrences in one loop body (two small matmuls with no dependency between
+   them, which XLA's CPU runtime may run on two cores at once), LSTM training step
+   and forward at (32, 1000, 1, 128), interleaved with the one-chain loop.
 """
 
 import argparse
@@ -188,6 +192,44 @@ def xla_flags_ms() -> dict:
     return timings
 
 
+def batch_chains_ms(rounds=5) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    import rnnjax
+
+    cell = rnnjax.lstm(H)
+    params = cell.init(jax.random.key(0), 1)
+    xs = jax.random.normal(jax.random.key(1), (T, B, 1))
+
+    def last_hidden(params, xs, chains):
+        groups = jnp.split(xs, chains, axis=1)
+        start = tuple(cell.initial_state(params, (B // chains,)) for _ in range(chains))
+
+        def body(states, x_groups):
+            return tuple(cell.step(params, s, x)[0] for s, x in zip(states, x_groups)), None
+
+        final, _ = jax.lax.scan(body, start, tuple(groups))
+        return jnp.concatenate([state.h for state in final], axis=0)
+
+    timings = {}
+    for chains in (1, 2):
+        forward = jax.jit(lambda p, x, k=chains: last_hidden(p, x, k))
+        train = jax.jit(jax.grad(lambda p, x, k=chains: jnp.mean(last_hidden(p, x, k) ** 2)))
+        timings[chains] = (forward, train, [], [])
+    for _ in range(rounds):
+        for forward, train, forward_ms, train_ms in timings.values():
+            forward_ms.append(median_ms(lambda f=forward: jax.block_until_ready(f(params, xs)), 1))
+            train_ms.append(median_ms(lambda f=train: jax.block_until_ready(f(params, xs)), 1))
+    return {
+        f"{chains} chain{'s' if chains > 1 else ''}": {
+            "training step": statistics.median(train_ms),
+            "forward": statistics.median(forward_ms),
+        }
+        for chains, (_, _, forward_ms, train_ms) in timings.items()
+    }
+
+
 def torch_denormals_ms() -> dict | None:
     try:
         import torch
@@ -245,6 +287,16 @@ def markdown(results: dict) -> str:
     ]
     for flags, ms in results["xla_flags_ms"].items():
         lines.append(f"| `{flags}` | {ms['training step']:.1f} | {ms['forward']:.1f} |")
+    lines += [
+        "",
+        "LSTM at the same shape, the batch run as one chain or as two independent "
+        "halves in one loop body (milliseconds, median of 5 interleaved rounds):",
+        "",
+        "| loop | training step | forward |",
+        "|---|---|---|",
+    ]
+    for label, ms in results["batch_chains_ms"].items():
+        lines.append(f"| {label} | {ms['training step']:.1f} | {ms['forward']:.1f} |")
     denormals = results["torch_denormals_ms"]
     if denormals:
         lines += [
@@ -285,6 +337,7 @@ def main() -> int:
         "lstm_forward_ms": lstm_forward_ms(),
         "input_size_forward_ms": input_size_forward_ms(),
         "xla_flags_ms": xla_flags_ms(),
+        "batch_chains_ms": batch_chains_ms(),
         "torch_denormals_ms": torch_denormals_ms(),
     }
     os.makedirs(args.out, exist_ok=True)
