@@ -2,7 +2,7 @@
 
     python benchmarks/cpu_profile.py --out results/cpu_profile     # under a minute
 
-Seven measurements, float32, median of 7 after warm-up, written to `cpu_profile.json`
+Eight measurements, float32, median of 7 after warm-up, written to `cpu_profile.json`
 and `cpu_profile.md` in --out:
 
 1. **The loop's matmul alone**: a `lax.scan` whose body is only `h @ w_hh` plus a
@@ -230,6 +230,84 @@ def batch_chains_ms(rounds=5) -> dict:
     }
 
 
+def faults_and_ms(fn, repeats=7) -> dict:
+    """Median milliseconds and median minor page faults of `fn()` after warm-up."""
+    import resource
+
+    for _ in range(3):
+        fn()
+    times, faults = [], []
+    for _ in range(repeats):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        started = time.perf_counter()
+        fn()
+        times.append(1000 * (time.perf_counter() - started))
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return {"ms": statistics.median(times), "faults": statistics.median(faults)}
+
+
+def allocator_step(mode: str) -> dict:
+    """Training steps of every cell, rnnjax (both paths) and PyTorch, in this process."""
+    applied = None
+    if mode == "retained":
+        from rnnjax import host_memory
+
+        applied = host_memory.retain_freed_memory()
+    import jax
+    import jax.numpy as jnp
+
+    import rnnjax
+
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    results = {"applied": applied}
+    xs = jax.random.normal(jax.random.key(1), (B, T, 1))
+    for name in ("lstm", "gru", "rnn"):
+        cell = getattr(rnnjax, name)(H)
+        params = cell.init(jax.random.key(0), 1, jnp.float32)
+        for label, fused in (("rnnjax default", False), ("rnnjax fused=True", True)):
+
+            def loss(params, fused=fused, cell=cell):
+                return jnp.mean(rnnjax.unroll(cell, params, xs, fused=fused)[0][:, -1] ** 2)
+
+            step = jax.jit(jax.value_and_grad(loss))
+            scratch = step.lower(params).compile().memory_analysis().temp_size_in_bytes
+            timing = faults_and_ms(
+                lambda step=step, params=params: jax.block_until_ready(step(params))
+            )
+            results[f"{name}, {label}"] = {**timing, "scratch_mb": scratch / 1e6}
+        if torch is not None:
+            torch.set_flush_denormal(True)
+            torch.manual_seed(0)
+            module = getattr(torch.nn, {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}[name])(
+                1, H, batch_first=True
+            )
+            xs_torch = torch.randn(B, T, 1)
+
+            def torch_step(module=module, xs_torch=xs_torch):
+                module.zero_grad()
+                loss = (module(xs_torch)[0][:, -1] ** 2).mean()
+                loss.backward()
+
+            results[f"{name}, PyTorch"] = faults_and_ms(torch_step)
+    return results
+
+
+def allocator_ms() -> dict:
+    timings = {}
+    for mode in ("glibc defaults", "retained"):
+        child = subprocess.run(
+            [sys.executable, __file__, "--allocator-step", mode],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        timings[mode] = json.loads(child.stdout.strip().splitlines()[-1])
+    return timings
+
+
 def torch_denormals_ms() -> dict | None:
     try:
         import torch
@@ -306,12 +384,38 @@ def markdown(results: dict) -> str:
             f"{denormals['flushed']:.0f} ms flushed to zero "
             f"({denormals['not flushed'] / denormals['flushed']:.1f}x).",
         ]
+    allocator = results["allocator_ms"]
+    retained = allocator["retained"]
+    lines += [
+        "",
+        f"Training step at (B, T, I, H) = ({B}, {T}, 1, {H}) with glibc's default allocator "
+        "and after `rnnjax.host_memory.retain_freed_memory()` (each in its own process; "
+        "milliseconds, and minor page faults per call; medians of 7"
+        + ("" if retained["applied"] else "; the setting could not be applied here")
+        + "):",
+        "",
+        "| cell, library | scratch block (MB) | ms, glibc defaults | faults | "
+        "ms, memory retained | faults | speed-up |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, default in allocator["glibc defaults"].items():
+        if label == "applied":
+            continue
+        kept = retained[label]
+        scratch = f"{default['scratch_mb']:.0f}" if "scratch_mb" in default else "–"
+        lines.append(
+            f"| {label} | {scratch} | {default['ms']:.1f} | {default['faults']:,.0f} | "
+            f"{kept['ms']:.1f} | {kept['faults']:,.0f} | {default['ms'] / kept['ms']:.2f}x |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def main() -> int:
     if sys.argv[1:] == ["--lstm-step"]:
         print(json.dumps(lstm_step_ms()))
+        return 0
+    if sys.argv[1:2] == ["--allocator-step"]:
+        print(json.dumps(allocator_step(sys.argv[2])))
         return 0
     if sys.argv[1:] == ["--one-core-matmul"]:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
@@ -339,6 +443,7 @@ def main() -> int:
         "xla_flags_ms": xla_flags_ms(),
         "batch_chains_ms": batch_chains_ms(),
         "torch_denormals_ms": torch_denormals_ms(),
+        "allocator_ms": allocator_ms(),
     }
     os.makedirs(args.out, exist_ok=True)
     from rnnjax._files import write_atomically, write_json

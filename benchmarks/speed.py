@@ -2,6 +2,7 @@
 
     python benchmarks/speed.py --out results/speed            # about 3 minutes on 2 cores
     python benchmarks/speed.py --quick --out results/speed-quick
+    python benchmarks/speed.py --retain-freed-memory --out results/speed-retained
 
 Four measurements, written to `speed.json` and `speed.md` in --out:
 
@@ -22,6 +23,12 @@ Four measurements, written to `speed.json` and `speed.md` in --out:
 4. **Memory and time against T** for an LSTM (B = 16, H = 64, I = 1) trained
    with and without gradient checkpointing (`checkpoint_every ~ sqrt(T)`), each
    configuration in its own process, peak resident memory read from the OS.
+
+`--retain-freed-memory` first calls `rnnjax.host_memory.retain_freed_memory()`, which
+makes glibc keep and reuse the memory each compiled call frees instead of returning
+it to the kernel and page-faulting it back in on the next call. It applies to the
+whole process, so every library in the comparison runs with it (the memory table's
+child processes run with glibc's defaults).
 """
 
 import argparse
@@ -368,7 +375,13 @@ def markdown(results: dict) -> str:
         f"JAX {meta['jax']}, Flax {meta['flax']}, Equinox {meta['equinox']}, "
         f"PyTorch {meta['torch']}; {meta['cpu_count']} CPUs; float32; median of "
         f"{meta['rounds']} interleaved rounds after warm-up. A large float32 matmul runs "
-        f"at {meta['matmul_peak_gflops']:.0f} GFLOP/s here.",
+        f"at {meta['matmul_peak_gflops']:.0f} GFLOP/s here."
+        + (
+            " Run with `--retain-freed-memory`: glibc keeps and reuses freed memory "
+            "(`rnnjax.host_memory.retain_freed_memory()`), for every library in the process."
+            if meta.get("retained_freed_memory")
+            else ""
+        ),
         "",
         "## Training step (value_and_grad), milliseconds",
         "",
@@ -445,11 +458,22 @@ def main() -> int:
     parser.add_argument("--out", default=os.path.join("results", "speed"))
     parser.add_argument("--quick", action="store_true", help="small shapes, T up to 10,000")
     parser.add_argument("--rounds", type=int, default=None, help="timing rounds (default 5)")
+    parser.add_argument(
+        "--retain-freed-memory",
+        action="store_true",
+        help="keep freed memory in the process (glibc), for every library alike",
+    )
     args = parser.parse_args()
+    retained = None
+    if args.retain_freed_memory:
+        from rnnjax import host_memory
+
+        retained = host_memory.retain_freed_memory()
     shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
     rounds = args.rounds or (3 if args.quick else 5)
 
-    results = {"meta": {**versions(), "rounds": rounds, "quick": args.quick}, "shapes": []}
+    meta = {**versions(), "rounds": rounds, "quick": args.quick, "retained_freed_memory": retained}
+    results = {"meta": meta, "shapes": []}
     results["meta"]["matmul_peak_gflops"] = matmul_peak_gflops()
     for cell_name, shape in shapes:
         print(f"{cell_name} {shape} ...", flush=True)

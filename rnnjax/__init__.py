@@ -15,6 +15,7 @@ gradients through time::
 from rnnjax import (
     checkpoint,
     diagnostics,
+    host_memory,
     losses,
     models,
     parallel,
@@ -55,6 +56,7 @@ __all__ = [
     "chrono_bias_init",
     "diagnostics",
     "gru",
+    "host_memory",
     "losses",
     "lstm",
     "models",
