@@ -1,6 +1,6 @@
 """Where an LSTM step's time goes on the CPU: the measurements behind the README's speed notes.
 
-    python benchmarks/cpu_profile.py --out results/cpu_profile     # under a minute
+    python benchmarks/cpu_profile.py --out results/cpu_profile     # about 2 minutes
 
 Eight measurements, float32, median of 7 after warm-up, written to `cpu_profile.json`
 and `cpu_profile.md` in --out:
