@@ -9,10 +9,10 @@ import pytest
 from rnnjax import host_memory
 
 # Page faults per call of a vanilla-RNN training step at (B, T, H) = (32, 1000, 128),
-# whose scratch block (residuals of all 1,000 steps) is about 80 MB: the median of 21
+# whose scratch block (residuals of all 1,000 steps) is 82 MB (cpu_profile.md): the median of 21
 # calls after three warm-up calls. (With memory retained, the heap still grows now and
-# then when a block does not fit the free space, about 3 calls in 60 here, each time
-# faulting the block in once; without it, every call does.)
+# then, when a block does not fit the free space, and faults that block in once;
+# without it, every call does.)
 WORKER = """
 import json, resource, sys
 if sys.argv[1] == "retain":
