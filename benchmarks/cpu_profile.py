@@ -31,6 +31,7 @@ and `cpu_profile.md` in --out:
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -39,15 +40,22 @@ import time
 B, T, H = 32, 1000, 128
 
 
-def median_ms(fn, repeats=7) -> float:
-    fn()
-    fn()
-    times = []
+def faults_and_ms(fn, repeats=7, warmups=3) -> dict:
+    """Median milliseconds and median minor page faults of `fn()` after warm-up."""
+    for _ in range(warmups):
+        fn()
+    times, faults = [], []
     for _ in range(repeats):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         started = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - started)
-    return 1000 * statistics.median(times)
+        times.append(1000 * (time.perf_counter() - started))
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return {"ms": statistics.median(times), "faults": statistics.median(faults)}
+
+
+def median_ms(fn, repeats=7) -> float:
+    return faults_and_ms(fn, repeats, warmups=2)["ms"]
 
 
 def loop_matmul_ms() -> float:
@@ -228,22 +236,6 @@ def batch_chains_ms(rounds=5) -> dict:
         }
         for chains, (_, _, forward_ms, train_ms) in timings.items()
     }
-
-
-def faults_and_ms(fn, repeats=7) -> dict:
-    """Median milliseconds and median minor page faults of `fn()` after warm-up."""
-    import resource
-
-    for _ in range(3):
-        fn()
-    times, faults = [], []
-    for _ in range(repeats):
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        started = time.perf_counter()
-        fn()
-        times.append(1000 * (time.perf_counter() - started))
-        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-    return {"ms": statistics.median(times), "faults": statistics.median(faults)}
 
 
 def allocator_step(mode: str) -> dict:

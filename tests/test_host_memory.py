@@ -9,8 +9,8 @@ import pytest
 from rnnjax import host_memory
 
 # Page faults per call of a vanilla-RNN training step at (B, T, H) = (32, 1000, 128),
-# whose scratch block (residuals of all 1,000 steps) is 82 MB (cpu_profile.md): the median of 21
-# calls after three warm-up calls. (With memory retained, the heap still grows now and
+# whose scratch block (residuals of all 1,000 steps) is 82 MB (cpu_profile.md): the
+# median of 21 calls after three warm-up calls. (With memory retained, the heap still grows now and
 # then, when a block does not fit the free space, and faults that block in once;
 # without it, every call does.)
 WORKER = """
@@ -55,8 +55,6 @@ def run_worker(mode: str) -> dict:
 
 
 def test_retained_memory_stops_the_page_faults_of_each_call():
-    if not sys.platform.startswith("linux"):
-        pytest.skip("glibc only")
     retained = run_worker("retain")
     if not retained["applied"]:
         pytest.skip("the C library is not glibc")
