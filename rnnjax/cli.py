@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from rnnjax import _files, checkpoint, report, vanishing
+from rnnjax import _files, checkpoint, parallel, report, vanishing
 from rnnjax.checkpoint import CheckpointError
 from rnnjax.runs import CELLS, CHECKPOINT_FILE, SCHEDULES, TrainConfig, train
 from rnnjax.tasks import TASKS
@@ -139,7 +139,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         "--devices",
         type=_positive_int,
         default=suppress,
-        help="split each batch over this many devices (default 1)",
+        help="split each batch over this many devices, on a CPU over this many cores (default 1)",
     )
     option(
         "--checkpoint-every",
@@ -251,6 +251,14 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _use_cpu_cores(parser: argparse.ArgumentParser, count: int) -> None:
+    """On a CPU, one JAX device per core, so that `--devices` can split the batch over them."""
+    try:
+        parallel.use_cpu_cores(count)
+    except RuntimeError as error:
+        parser.exit(2, f"rnnjax train: error: {error}\n")
+
+
 def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     given = {
         k: v for k, v in vars(args).items() if k not in ("command", "out", "resume", "no_progress")
@@ -261,6 +269,8 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             config = TrainConfig.from_dict({**saved, **given})
         else:
             config = TrainConfig(**given)
+        if config.devices > 1:
+            _use_cpu_cores(parser, config.devices)
         metrics = train(
             config, args.out, resume=args.resume, progress=False if args.no_progress else None
         )

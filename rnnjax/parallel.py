@@ -1,10 +1,25 @@
-"""Data-parallel training over many devices and hosts, on JAX's own sharding.
+"""Data parallelism over many devices, CPU cores and hosts, on JAX's own sharding.
 
 Every mini-batch is split along its batch axis over a one-axis device mesh
 (`jax.sharding.Mesh` with the axis `"batch"`); parameters and optimizer state are
-replicated on every device. The loss is a mean over the whole (global) batch, so
-XLA inserts the all-reduce of the gradients itself: there is no hand-written
-communication. With one device nothing is sharded and nothing costs extra.
+replicated on every device. With one device nothing is sharded and nothing costs
+extra.
+
+The recurrence itself runs split by hand: under a mesh set with `jax.set_mesh`
+(`train.make_train_step(..., mesh=mesh)` sets it), `rnnjax.unroll` runs the whole
+loop on each device's share of the sequences with `jax.shard_map`, with no
+communication between time steps, and the parameters' gradients are summed over
+the devices once, after the loop. (Left to XLA's automatic partitioning, the
+gradient sum ran inside the backward loop, at every time step, or each device
+gathered the activations of all: slower than one device; the CPU profile,
+`benchmarks/cpu_profile.py`, measures both.) The loss and the optimizer see the
+global batch as before, so any loss, masked means included, is the one-device
+loss, up to the order of the gradient sums.
+
+On a CPU, the devices can be the cores: `use_cpu_cores()` (called first thing)
+gives JAX one CPU device per core, and each device then runs its share of the
+batch on its own core. XLA runs the small matrix product of each recurrent step
+on one core whatever the machine has, so this is how rnnjax uses a second core.
 
 Several hosts: start the same program on every host, after
 
@@ -21,7 +36,8 @@ batches from the host instead, give each process its own shard with
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -29,6 +45,37 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 BATCH_AXIS = "batch"
+
+
+def use_cpu_cores(count: int | None = None) -> int:
+    """Makes JAX's CPU backend expose `count` devices, one per core, and returns `count`.
+
+    Call it first thing, before JAX's first computation (JAX fixes its devices
+    then). A mesh over these devices (`device_mesh(count)`, or `rnnjax train
+    --devices N`) then splits each batch over the cores. It changes only the CPU
+    backend, so it is harmless on a machine whose default devices are GPUs.
+
+    Args:
+      count: how many CPU devices; by default the number of cores this process
+        may run on (`os.sched_getaffinity`, or `os.cpu_count()`).
+
+    Raises:
+      RuntimeError: JAX has already started its backends with another count.
+    """
+    if count is None:
+        count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"count must be a positive integer, got {count!r}")
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError:
+        present = jax.local_device_count("cpu")
+        if present != count:
+            raise RuntimeError(
+                f"JAX already started with {present} CPU device(s); call "
+                f"rnnjax.parallel.use_cpu_cores({count}) before JAX's first computation"
+            ) from None
+    return count
 
 
 def device_mesh(devices: int | Sequence[Any] | None = None) -> Mesh | None:
@@ -46,9 +93,12 @@ def device_mesh(devices: int | Sequence[Any] | None = None) -> Mesh | None:
     if isinstance(devices, int) and not isinstance(devices, bool):
         available = jax.devices()
         if not 1 <= devices <= len(available):
+            hint = ""
+            if available[0].platform == "cpu":
+                hint = "; for one CPU device per core call rnnjax.parallel.use_cpu_cores() first"
             raise ValueError(
                 f"devices must be between 1 and the {len(available)} device(s) present "
-                f"({available[0].platform}), got {devices}"
+                f"({available[0].platform}), got {devices}{hint}"
             )
         chosen = available[:devices]
     else:
@@ -58,6 +108,43 @@ def device_mesh(devices: int | Sequence[Any] | None = None) -> Mesh | None:
     if len(chosen) == 1:
         return None
     return Mesh(np.asarray(chosen), (BATCH_AXIS,))
+
+
+def ambient_batch_mesh(batch_size: int) -> Any:
+    """The mesh set with `jax.set_mesh` if it splits a batch of `batch_size`, else `None`.
+
+    `None` when no mesh is set, when it has no `"batch"` axis or only one device
+    on it, when `batch_size` does not divide by that count (the computation then
+    runs unsplit, with the same result), and inside a `jax.shard_map` that is
+    already manual over `"batch"`.
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or BATCH_AXIS not in mesh.axis_names or BATCH_AXIS in mesh.manual_axes:
+        return None
+    count = mesh.shape[BATCH_AXIS]
+    if count == 1 or batch_size % count:
+        return None
+    return mesh
+
+
+def batch_spec(axis: int | None = 0) -> PartitionSpec:
+    """The spec of an array split along `axis` over the `"batch"` axis (`None`: whole)."""
+    if axis is None:
+        return PartitionSpec()
+    return PartitionSpec(*([None] * axis), BATCH_AXIS)
+
+
+def on_mesh(fn: Callable, mesh: Mesh | None) -> Callable:
+    """`fn` called with `mesh` set (`jax.set_mesh`), so that `rnnjax.unroll` splits the
+    batch over it; `fn` itself when `mesh` is `None`."""
+    if mesh is None:
+        return fn
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with jax.set_mesh(mesh):
+            return fn(*args, **kwargs)
+
+    return call
 
 
 def check_batch_size(batch_size: int, mesh: Mesh | None) -> None:

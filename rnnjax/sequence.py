@@ -10,6 +10,7 @@ to keep the number of compilations small.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax import _checks
+from rnnjax import _checks, parallel
 from rnnjax.cells import Cell
 from rnnjax.fused import fused_unroll, kernel_for, masked_step
 
@@ -129,20 +130,22 @@ def unroll(
     kernel = kernel_for(cell) if fused else None
     if kernel is not None:
 
-        def run(state: Any, xs: Array, valid: Array | None) -> tuple[Any, Array]:
+        def run(params: Any, state: Any, xs: Array, valid: Array | None) -> tuple[Any, Array]:
             return fused_unroll(
                 kernel, cell.step, params, xs, state, valid, reverse=reverse, unroll=unroll
             )
 
     else:
 
-        def run(state: Any, xs: Array, valid: Array | None) -> tuple[Any, Array]:
+        def run(params: Any, state: Any, xs: Array, valid: Array | None) -> tuple[Any, Array]:
             return _reference_unroll(cell, params, xs, state, valid, reverse, unroll)
 
-    if checkpoint_every is None or checkpoint_every >= num_steps:
-        final_state, hs = run(state, xs, valid)
-    else:
-        final_state, hs = _checkpointed(run, state, xs, valid, checkpoint_every, reverse)
+    if checkpoint_every is not None and checkpoint_every < num_steps:
+        run = functools.partial(_checkpointed, run, chunk=checkpoint_every, reverse=reverse)
+    mesh = parallel.ambient_batch_mesh(flat)
+    if mesh is not None:
+        run = _split_over_batch(run, mesh)
+    final_state, hs = run(params, state, xs, valid)
 
     hs = hs.reshape(num_steps, *batch_shape, hs.shape[-1])
     final_state = jax.tree.map(lambda s: s.reshape(*batch_shape, s.shape[-1]), final_state)
@@ -170,11 +173,38 @@ def _reference_unroll(
     return jax.lax.scan(body, state, (xs, valid), reverse=reverse, unroll=unroll)
 
 
+def _split_over_batch(run: Callable[..., tuple[Any, Array]], mesh: Any) -> Callable:
+    """`run` on every device of `mesh` at once, each on its share of the batch.
+
+    The recurrence never mixes sequences, so each device runs the whole loop on
+    `N / devices` sequences with no communication between steps: only the
+    parameters' gradients are summed over the devices, once, by the transpose of
+    `jax.shard_map` (parameters enter replicated).
+    """
+    whole, rows = parallel.batch_spec(None), parallel.batch_spec(0)
+    steps_rows = parallel.batch_spec(1)  # (T, N, ...): split along N
+
+    def run_share(params: Any, state: Any, xs: Array, valid: Array | None) -> tuple[Any, Array]:
+        # Marked as varying over the devices here, outside the loop: the sum of the
+        # parameters' gradients (this cast's transpose) then runs once, not every step.
+        params = jax.lax.pcast(params, parallel.BATCH_AXIS, to="varying")
+        return run(params, state, xs, valid)
+
+    def split_run(params: Any, state: Any, xs: Array, valid: Array | None) -> tuple[Any, Array]:
+        specs = (whole, rows, steps_rows, None if valid is None else steps_rows)
+        sharded = jax.shard_map(run_share, mesh=mesh, in_specs=specs, out_specs=(rows, steps_rows))
+        return sharded(params, state, xs, valid)
+
+    return split_run
+
+
 def _checkpointed(
     run: Callable[..., tuple[Any, Array]],
+    params: Any,
     state: Any,
     xs: Array,
     valid: Array | None,
+    *,
     chunk: int,
     reverse: bool,
 ) -> tuple[Any, Array]:
@@ -198,7 +228,7 @@ def _checkpointed(
     run_chunk = jax.checkpoint(run)
 
     def body(carry: Any, chunk_inputs: tuple) -> tuple[Any, Array]:
-        return run_chunk(carry, *chunk_inputs)
+        return run_chunk(params, carry, *chunk_inputs)
 
     def head(state: Any) -> tuple[Any, Array]:
         state, hs = jax.lax.scan(body, state, (chunks(xs), chunks(valid)), reverse=reverse)
@@ -207,11 +237,11 @@ def _checkpointed(
     if not tail:
         return head(state)
     if reverse:
-        state, hs_tail = run(state, rest(xs), rest(valid))
+        state, hs_tail = run(params, state, rest(xs), rest(valid))
         state, hs_head = head(state)
     else:
         state, hs_head = head(state)
-        state, hs_tail = run(state, rest(xs), rest(valid))
+        state, hs_tail = run(params, state, rest(xs), rest(valid))
     return state, jnp.concatenate([hs_head, hs_tail], axis=0)
 
 

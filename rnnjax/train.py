@@ -200,10 +200,11 @@ def make_train_step(
     same shapes reuse one compilation.
 
     With a `mesh` (`rnnjax.parallel.device_mesh`), every batch is split along its
-    batch axis over the mesh's devices and the state stays replicated; XLA reduces
-    the gradients across devices. Place the state (and any data set) on the
-    mesh first with `rnnjax.parallel.replicate` (`rnnjax.runs.build` does). The
-    batch size must divide evenly.
+    batch axis over the mesh's devices and the state stays replicated; each
+    device runs the recurrence on its share and the gradients are summed across
+    devices once per step (`rnnjax.parallel`). Place the state (and any data set)
+    on the mesh first with `rnnjax.parallel.replicate` (`rnnjax.runs.build` does).
+    The batch size must divide evenly.
     """
     parallel.check_batch_size(batches.batch_size, mesh)
 
@@ -223,7 +224,7 @@ def make_train_step(
         new_state = parallel.keep_replicated(new_state, mesh)
         return new_state, {"loss": loss, "grad_norm": grad_norm, "finite": finite}
 
-    return step
+    return parallel.on_mesh(step, mesh)
 
 
 class _Progress:

@@ -4,11 +4,14 @@ Prints one JSON object with what the parent test asserts on.
 """
 
 import json
+import re
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+import rnnjax
 from rnnjax import parallel, train
 from rnnjax.runs import TrainConfig, build
 from rnnjax.runs import train as train_run
@@ -88,7 +91,67 @@ def main():
         except ValueError as error:
             errors[name] = str(error)
     report["errors"] = errors
+    report["split_unroll"] = split_unroll_checks()
     json.dump(report, sys.stdout)
+
+
+def _collectives_in_loops(hlo_text):
+    """How many collective operations sit inside the bodies of while loops."""
+    bodies = set(re.findall(r"body=%([\w.\-]+)", hlo_text))
+    count = 0
+    for computation in re.split(r"\n(?=%|ENTRY)", hlo_text):
+        name = computation.split(" ", 1)[0].lstrip("%")
+        if name in bodies:
+            pattern = r"(all-reduce|all-gather|reduce-scatter)(-start)?\("
+            count += len(re.findall(pattern, computation))
+    return count
+
+
+def split_unroll_checks():
+    """`unroll` under a 4-device mesh against no mesh, in float64: outputs and gradients."""
+    jax.config.update("jax_enable_x64", True)
+    mesh = parallel.device_mesh(4)
+    options = {
+        "default": {},
+        "fused": {"fused": True},
+        "checkpointed": {"checkpoint_every": 6},
+        "reverse_lengths": {"reverse": True, "lengths": jnp.array([20, 5, 13, 1] * 2)},
+    }
+    result = {"max_difference": {}, "split": {}, "collectives_in_loops": {}}
+    for name in ("rnn", "lstm", "gru"):
+        cell = getattr(rnnjax, name)(8)
+        params = cell.init(jax.random.key(0), 3, dtype=jnp.float64)
+        xs = jax.random.normal(jax.random.key(1), (8, 20, 3), dtype=jnp.float64)
+        for option, kwargs in options.items():
+
+            def loss(params, xs, cell=cell, kwargs=kwargs):
+                hs, final = rnnjax.unroll(cell, params, xs, **kwargs)
+                return jnp.sum(jnp.sin(hs)) + jnp.sum(jax.tree.leaves(final)[0] ** 2)
+
+            grad = jax.value_and_grad(loss, argnums=(0, 1))
+            alone = jax.jit(grad)(params, xs)
+            with jax.set_mesh(mesh):
+                split = jax.jit(grad)(params, xs)
+                lowered = jax.jit(grad).lower(params, xs)
+            key = f"{name}/{option}"
+            result["max_difference"][key] = max(
+                float(jnp.max(jnp.abs(a - b)))
+                for a, b in zip(jax.tree.leaves(alone), jax.tree.leaves(split))
+            )
+            result["split"][key] = "manual_computation" in lowered.as_text()
+            result["collectives_in_loops"][key] = _collectives_in_loops(lowered.compile().as_text())
+
+    cell = rnnjax.lstm(8)
+    params = cell.init(jax.random.key(0), 3, dtype=jnp.float64)
+    with jax.set_mesh(mesh):
+        hs, _ = jax.jit(lambda p, x: rnnjax.unroll(cell, p, x))(params, jnp.ones((8, 5, 3)))
+        result["output_devices"] = len(hs.sharding.device_set)
+        # 6 sequences do not divide over 4 devices: the same computation, unsplit.
+        outputs = jax.jit(lambda p, x: rnnjax.unroll(cell, p, x)[0])
+        uneven = outputs.lower(params, jnp.ones((6, 5, 3)))
+        result["uneven_split"] = "manual_computation" in uneven.as_text()
+    jax.config.update("jax_enable_x64", False)
+    return result
 
 
 if __name__ == "__main__":

@@ -47,6 +47,19 @@ def test_batch_is_sharded_and_state_replicated(report):
     assert "P()" in report["param_sharding_4"] and "'batch': 4" in report["param_sharding_4"]
 
 
+def test_unroll_under_a_mesh_splits_the_batch_and_equals_one_device(report):
+    """Outputs and gradients (parameters and inputs) agree in float64 for every cell and
+    option; the parameters' gradient sum stays out of the loops; uneven batches run unsplit."""
+    split = report["split_unroll"]
+    assert len(split["max_difference"]) == 12
+    for key, difference in split["max_difference"].items():
+        assert difference < 1e-12, key
+        assert split["split"][key], key
+        assert split["collectives_in_loops"][key] == 0, key
+    assert split["output_devices"] == 4
+    assert not split["uneven_split"]
+
+
 def test_bad_device_counts_and_batches_are_refused(report):
     assert "devices must be between 1 and the 4 device(s) present" in report["errors"]["too_many"]
     assert (
@@ -66,3 +79,33 @@ def test_one_device_means_no_mesh_and_process_shards_partition_the_batch():
         parallel.process_shard(np.arange(10), process_index=0, process_count=3)
     with pytest.raises(ValueError, match=r"process_index must be in 0\.\.2, got 3"):
         parallel.process_shard(batch, process_index=3, process_count=3)
+
+
+USE_CORES = """
+import json, jax
+from rnnjax import parallel
+count = parallel.use_cpu_cores(3)
+devices = jax.local_device_count()
+again = parallel.use_cpu_cores(3)
+try:
+    parallel.use_cpu_cores(2)
+    late = ""
+except RuntimeError as error:
+    late = str(error)
+print(json.dumps({"count": count, "devices": devices, "again": again, "late": late}))
+"""
+
+
+def test_use_cpu_cores_sets_the_device_count_once():
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    result = subprocess.run(
+        [sys.executable, "-c", USE_CORES], capture_output=True, text=True, env=env, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert report["count"] == report["devices"] == report["again"] == 3
+    assert "already started with 3 CPU device(s)" in report["late"]
+    assert "use_cpu_cores(2) before JAX's first computation" in report["late"]
+    with pytest.raises(ValueError, match="count must be a positive integer, got 0"):
+        parallel.use_cpu_cores(0)
