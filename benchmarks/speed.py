@@ -24,6 +24,13 @@ Four measurements, written to `speed.json` and `speed.md` in --out:
    with and without gradient checkpointing (`checkpoint_every ~ sqrt(T)`), each
    configuration in its own process, peak resident memory read from the OS.
 
+**rnnjax over the cores** is the default path with the batch split over one JAX CPU
+device per core (`rnnjax.parallel.use_cpu_cores()`, called before anything else, and
+a mesh set with `jax.set_mesh`): each core runs the whole recurrence on its share of
+the sequences (`rnnjax.parallel`). Every other implementation runs on JAX's first
+device as its users would by default (the extra CPU devices do not change a
+one-device computation).
+
 `--retain-freed-memory` first calls `rnnjax.host_memory.retain_freed_memory()`, which
 makes glibc keep and reuse the memory each compiled call frees instead of returning
 it to the kernel and page-faulting it back in on the next call. It applies to the
@@ -61,16 +68,18 @@ QUICK_SHAPES = [
 FULL_MEMORY_LENGTHS = (1000, 10000, 100000)
 QUICK_MEMORY_LENGTHS = (1000, 10000)
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+SPLIT = "rnnjax over the cores"
 
 
 # -- the implementations: each returns (train_step, forward), both taking no arguments --
 
 
-def rnnjax_impl(cell_name, shape, fused=True):
+def rnnjax_impl(cell_name, shape, fused=True, split=False):
     import jax
     import jax.numpy as jnp
 
     import rnnjax
+    from rnnjax import parallel
 
     _, _, inputs, hidden = shape
     cell = getattr(rnnjax, cell_name)(hidden)
@@ -81,8 +90,11 @@ def rnnjax_impl(cell_name, shape, fused=True):
         hs, _ = rnnjax.unroll(cell, params, xs, fused=fused)
         return jnp.mean((hs[:, -1] - target) ** 2)
 
-    grad = jax.jit(jax.value_and_grad(loss))
-    forward = jax.jit(lambda params, xs: rnnjax.unroll(cell, params, xs, fused=fused)[0])
+    mesh = parallel.device_mesh(jax.local_device_count()) if split else None
+    grad = parallel.on_mesh(jax.jit(jax.value_and_grad(loss)), mesh)
+    forward = parallel.on_mesh(
+        jax.jit(lambda params, xs: rnnjax.unroll(cell, params, xs, fused=fused)[0]), mesh
+    )
     return (
         lambda: jax.block_until_ready(grad(params, xs)),
         lambda: jax.block_until_ready(forward(params, xs)),
@@ -191,10 +203,14 @@ def _installed(module: str) -> bool:
 
 def implementations(cell_name, shape):
     """`{name: constructor}` of every implementation available for this cell."""
+    import jax
+
     impls = {
         "rnnjax default path": lambda: rnnjax_impl(cell_name, shape, fused=False),
         "rnnjax fused=True": lambda: rnnjax_impl(cell_name, shape, fused=True),
     }
+    if jax.local_device_count() > 1 and shape[0] % jax.local_device_count() == 0:
+        impls[SPLIT] = lambda: rnnjax_impl(cell_name, shape, fused=False, split=True)
     if _installed("flax"):
         impls["Flax linen"] = lambda: flax_impl(cell_name, shape)
         if cell_name == "lstm":
@@ -373,7 +389,8 @@ def markdown(results: dict) -> str:
         "# Speed: rnnjax against its peers on the CPU",
         "",
         f"JAX {meta['jax']}, Flax {meta['flax']}, Equinox {meta['equinox']}, "
-        f"PyTorch {meta['torch']}; {meta['cpu_count']} CPUs; float32; median of "
+        f"PyTorch {meta['torch']}; {meta['cpu_count']} CPUs ({meta['jax_cpu_devices']} JAX CPU "
+        f"devices); float32; median of "
         f"{meta['rounds']} interleaved rounds after warm-up. A large float32 matmul runs "
         f"at {meta['matmul_peak_gflops']:.0f} GFLOP/s here."
         + (
@@ -392,23 +409,27 @@ def markdown(results: dict) -> str:
         names = []
         for row in results["shapes"]:
             names += [n for n in row["results"] if n not in names]
-        lines.append(
-            "| cell (B, T, I, H) | " + " | ".join(names) + " | rnnjax default / PyTorch "
-            "| rnnjax default / best of Flax, Equinox |"
-        )
-        lines.append("|---" * (len(names) + 3) + "|")
+        ours_names = ["rnnjax default path"] + ([SPLIT] if SPLIT in names else [])
+        short = {"rnnjax default path": "rnnjax default", SPLIT: SPLIT}
+        ratio_heads = [
+            f"{short[n]} / {peer}" for n in ours_names for peer in ("PyTorch", "best JAX peer")
+        ]
+        lines.append("| cell (B, T, I, H) | " + " | ".join(names + ratio_heads) + " |")
+        lines.append("|---" * (len(names) + len(ratio_heads) + 1) + "|")
         for row in results["shapes"]:
             res = row["results"]
             cells = [f"{res[n][key]:.1f}" if n in res else "–" for n in names]
-            ours = res["rnnjax default path"][key]
-            torch = ratio(ours, res["PyTorch"][key]) if "PyTorch" in res else "–"
             jax_peers = [res[n][key] for n in res if n.startswith(("Flax", "Equinox"))]
-            best = ratio(ours, min(jax_peers)) if jax_peers else "–"
-            lines.append(
-                f"| {row['cell']} {tuple(row['shape'])} | "
-                + " | ".join(cells)
-                + f" | {torch} | {best} |"
-            )
+            for name in ours_names:
+                ours = res[name][key] if name in res else None
+                torch = res["PyTorch"][key] if "PyTorch" in res else None
+                cells.append(ratio(ours, torch) if ours and torch else "–")
+                cells.append(ratio(ours, min(jax_peers)) if ours and jax_peers else "–")
+            lines.append(f"| {row['cell']} {tuple(row['shape'])} | " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            '"best JAX peer": the faster of Flax (either cell) and Equinox on that row.',
+        ]
     lines += [
         "",
         "## Achieved GFLOP/s of the training step",
@@ -464,6 +485,11 @@ def main() -> int:
         help="keep freed memory in the process (glibc), for every library alike",
     )
     args = parser.parse_args()
+    import jax
+
+    from rnnjax import parallel
+
+    parallel.use_cpu_cores()  # before JAX's first computation
     retained = None
     if args.retain_freed_memory:
         from rnnjax import host_memory
@@ -473,6 +499,7 @@ def main() -> int:
     rounds = args.rounds or (3 if args.quick else 5)
 
     meta = {**versions(), "rounds": rounds, "quick": args.quick, "retained_freed_memory": retained}
+    meta["jax_cpu_devices"] = jax.local_device_count("cpu")
     results = {"meta": meta, "shapes": []}
     results["meta"]["matmul_peak_gflops"] = matmul_peak_gflops()
     for cell_name, shape in shapes:

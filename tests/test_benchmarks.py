@@ -118,8 +118,10 @@ def test_speed_smoke():
             assert timing["train_gflops"] > 0
     memory = speed.memory_worker(length=40, chunk=6, repeats=1)
     assert memory["checkpoint_every"] == 6 and memory["peak_rss_mb"] > 0
+    # As on a machine with several cores: the split column and its two ratios.
+    rows[0]["results"][speed.SPLIT] = dict(rows[0]["results"]["rnnjax default path"])
     results = {
-        "meta": {**speed.versions(), "rounds": 1, "matmul_peak_gflops": 1.0},
+        "meta": {**speed.versions(), "rounds": 1, "matmul_peak_gflops": 1.0, "jax_cpu_devices": 2},
         "shapes": rows,
         "compile_seconds": {10: 0.5, 20: 0.6},
         "memory": [memory],
@@ -128,3 +130,4 @@ def test_speed_smoke():
     for heading in ("Training step", "Inference", "GFLOP/s", "Compile time", "Memory"):
         assert heading in report
     assert "| lstm (2, 6, 3, 4) |" in report and "1.20x" in report
+    assert f"| {speed.SPLIT} / best JAX peer |" in report and "(2 JAX CPU devices)" in report

@@ -6,6 +6,7 @@ import pathlib
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -109,3 +110,44 @@ def test_use_cpu_cores_sets_the_device_count_once():
     assert "use_cpu_cores(2) before JAX's first computation" in report["late"]
     with pytest.raises(ValueError, match="count must be a positive integer, got 0"):
         parallel.use_cpu_cores(0)
+
+
+CLI_ON_TWO_CORES = """
+import sys
+from rnnjax.cli import main
+sys.exit(main(["train", "--task", "adding", "--length", "8", "--hidden", "8", "--steps", "6",
+               "--batch-size", "8", "--test-size", "16", "--eval-every", "3",
+               "--devices", "2", "--out", sys.argv[1], "--no-progress"]))
+"""
+
+
+def test_cli_devices_on_a_cpu_splits_over_cores(tmp_path):
+    """`rnnjax train --devices 2` on a CPU gives JAX two CPU devices and trains on both."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    result = subprocess.run(
+        [sys.executable, "-c", CLI_ON_TWO_CORES, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["config"]["devices"] == 2 and metrics["steps"] == 6
+    assert np.isfinite(metrics["final_test_loss"])
+
+
+def test_cli_devices_after_jax_started_is_a_one_line_error(tmp_path, capsys):
+    import jax.numpy as jnp
+
+    from rnnjax.cli import main
+
+    jnp.zeros(1).block_until_ready()  # JAX has started, with this process's device count
+    count = jax.local_device_count("cpu")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--devices", str(count + 1), "--out", str(tmp_path), "--no-progress"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"already started with {count} CPU device(s)" in err
+    assert len(err.strip().splitlines()) == 1
