@@ -2,7 +2,7 @@
 
     python benchmarks/cpu_profile.py --out results/cpu_profile     # about 2 minutes
 
-Eight measurements, float32, median of 7 after warm-up, written to `cpu_profile.json`
+Nine measurements, float32, median of 7 after warm-up, written to `cpu_profile.json`
 and `cpu_profile.md` in --out:
 
 1. **The loop's matmul alone**: a `lax.scan` whose body is only `h @ w_hh` plus a
@@ -26,9 +26,20 @@ and `cpu_profile.md` in --out:
    recurrences in one loop body (two small matmuls with no dependency between
    them, which XLA's CPU runtime may run on two cores at once), LSTM training step
    and forward at (32, 1000, 1, 128), interleaved with the one-chain loop.
+8. **Page faults**: the training step of every cell (rnnjax's two paths, PyTorch)
+   with glibc's default allocator and after `rnnjax.host_memory.retain_freed_memory()`,
+   each in its own process: milliseconds, minor page faults per call, and the size
+   of XLA's per-call scratch block.
+9. **The batch over two CPU devices**, in a child process with one JAX CPU device per
+   core (`rnnjax.parallel.use_cpu_cores(2)`): the LSTM training step and forward at
+   (32, 1000, 1, 128) on one device, on two devices with the batch placed split and
+   the rest left to XLA's automatic partitioning, and on two devices under
+   `jax.set_mesh`, where `rnnjax.unroll` splits the recurrence itself
+   (`jax.shard_map`); with the number of collective operations inside loop bodies.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -300,6 +311,63 @@ def allocator_ms() -> dict:
     return timings
 
 
+def split_step(rounds=5) -> dict:
+    """In this process, with two CPU devices: one device, XLA's partitioner, rnnjax's split."""
+    from rnnjax import parallel
+
+    parallel.use_cpu_cores(2)
+    import jax
+    import jax.numpy as jnp
+
+    import rnnjax
+
+    cell = rnnjax.lstm(H)
+    params = cell.init(jax.random.key(0), 1)
+    xs = jax.random.normal(jax.random.key(1), (B, T, 1))
+    mesh = parallel.device_mesh(2)
+
+    def loss(params, xs):
+        return jnp.mean(rnnjax.unroll(cell, params, xs)[0][:, -1] ** 2)
+
+    def forward(params, xs):
+        return rnnjax.unroll(cell, params, xs)[0]
+
+    placed = (parallel.replicate(params, mesh), jax.device_put(xs, parallel.batch_sharded(mesh)))
+    variants = {
+        "one device": (None, (params, xs)),
+        "two devices, XLA's partitioner": (None, placed),
+        "two devices, split by rnnjax.unroll": (mesh, (params, xs)),
+    }
+    built = {}
+    for label, (ambient, args) in variants.items():
+        train = parallel.on_mesh(jax.jit(jax.value_and_grad(loss)), ambient)
+        run = parallel.on_mesh(jax.jit(forward), ambient)
+        with jax.set_mesh(ambient) if ambient is not None else contextlib.nullcontext():
+            compiled = jax.jit(jax.value_and_grad(loss)).lower(*args).compile().as_text()
+        built[label] = (train, run, args, [], [], parallel.collectives_in_loops(compiled))
+        jax.block_until_ready(train(*args))
+        jax.block_until_ready(run(*args))
+    for _ in range(rounds):
+        for train, run, args, train_ms, forward_ms, _ in built.values():
+            train_ms.append(median_ms(lambda f=train, a=args: jax.block_until_ready(f(*a)), 1))
+            forward_ms.append(median_ms(lambda f=run, a=args: jax.block_until_ready(f(*a)), 1))
+    return {
+        label: {
+            "training step": statistics.median(train_ms),
+            "forward": statistics.median(forward_ms),
+            "collectives in loops": collectives,
+        }
+        for label, (_, _, _, train_ms, forward_ms, collectives) in built.items()
+    }
+
+
+def split_ms() -> dict:
+    child = subprocess.run(
+        [sys.executable, __file__, "--split-step"], capture_output=True, text=True, check=True
+    )
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
 def torch_denormals_ms() -> dict | None:
     try:
         import torch
@@ -399,6 +467,20 @@ def markdown(results: dict) -> str:
             f"| {label} | {scratch} | {default['ms']:.1f} | {default['faults']:,.0f} | "
             f"{kept['ms']:.1f} | {kept['faults']:,.0f} | {default['ms'] / kept['ms']:.2f}x |"
         )
+    lines += [
+        "",
+        f"LSTM at (B, T, I, H) = ({B}, {T}, 1, {H}), default path, in a process with two JAX "
+        "CPU devices (milliseconds, median of 5 interleaved rounds; collective operations "
+        "inside the training step's loop bodies):",
+        "",
+        "| where the batch runs | training step | forward | collectives in loops |",
+        "|---|---|---|---|",
+    ]
+    for label, ms in results["split_ms"].items():
+        lines.append(
+            f"| {label} | {ms['training step']:.1f} | {ms['forward']:.1f} | "
+            f"{ms['collectives in loops']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -408,6 +490,9 @@ def main() -> int:
         return 0
     if sys.argv[1:2] == ["--allocator-step"]:
         print(json.dumps(allocator_step(sys.argv[2])))
+        return 0
+    if sys.argv[1:] == ["--split-step"]:
+        print(json.dumps(split_step()))
         return 0
     if sys.argv[1:] == ["--one-core-matmul"]:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
@@ -436,6 +521,7 @@ def main() -> int:
         "batch_chains_ms": batch_chains_ms(),
         "torch_denormals_ms": torch_denormals_ms(),
         "allocator_ms": allocator_ms(),
+        "split_ms": split_ms(),
     }
     os.makedirs(args.out, exist_ok=True)
     from rnnjax._files import write_atomically, write_json

@@ -37,6 +37,7 @@ batches from the host instead, give each process its own shard with
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -145,6 +146,22 @@ def on_mesh(fn: Callable, mesh: Mesh | None) -> Callable:
             return fn(*args, **kwargs)
 
     return call
+
+
+def collectives_in_loops(compiled_text: str) -> int:
+    """How many collective operations (all-reduce, all-gather, reduce-scatter) sit in the
+    bodies of while loops of a compiled computation, from `jitted.lower(...).compile().as_text()`.
+
+    A recurrent training step split well over devices has none: its devices talk
+    once per step, not once per time step.
+    """
+    bodies = set(re.findall(r"body=%([\w.\-]+)", compiled_text))
+    collective = re.compile(r"(all-reduce|all-gather|reduce-scatter)(-start)?\(")
+    count = 0
+    for computation in re.split(r"\n(?=%|ENTRY)", compiled_text):
+        if computation.split(" ", 1)[0].lstrip("%") in bodies:
+            count += len(collective.findall(computation))
+    return count
 
 
 def check_batch_size(batch_size: int, mesh: Mesh | None) -> None:

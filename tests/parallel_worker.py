@@ -4,7 +4,6 @@ Prints one JSON object with what the parent test asserts on.
 """
 
 import json
-import re
 import sys
 
 import jax
@@ -95,18 +94,6 @@ def main():
     json.dump(report, sys.stdout)
 
 
-def _collectives_in_loops(hlo_text):
-    """How many collective operations sit inside the bodies of while loops."""
-    bodies = set(re.findall(r"body=%([\w.\-]+)", hlo_text))
-    count = 0
-    for computation in re.split(r"\n(?=%|ENTRY)", hlo_text):
-        name = computation.split(" ", 1)[0].lstrip("%")
-        if name in bodies:
-            pattern = r"(all-reduce|all-gather|reduce-scatter)(-start)?\("
-            count += len(re.findall(pattern, computation))
-    return count
-
-
 def split_unroll_checks():
     """`unroll` under a 4-device mesh against no mesh, in float64: outputs and gradients."""
     jax.config.update("jax_enable_x64", True)
@@ -139,7 +126,9 @@ def split_unroll_checks():
                 for a, b in zip(jax.tree.leaves(alone), jax.tree.leaves(split))
             )
             result["split"][key] = "manual_computation" in lowered.as_text()
-            result["collectives_in_loops"][key] = _collectives_in_loops(lowered.compile().as_text())
+            result["collectives_in_loops"][key] = parallel.collectives_in_loops(
+                lowered.compile().as_text()
+            )
 
     cell = rnnjax.lstm(8)
     params = cell.init(jax.random.key(0), 3, dtype=jnp.float64)
