@@ -3,11 +3,12 @@
     python benchmarks/scaling.py --out results/scaling
 
 Each device count runs in its own process (XLA reads its device flags once). On a
-CPU-only machine the devices are simulated (`--xla_force_host_platform_device_count`)
-and share the machine's cores, so more devices cannot mean more arithmetic here:
-the numbers show what sharding costs, not what it gains. On a machine with several
-GPUs, run the same script with `--platform gpu`: each device count then uses that
-many real GPUs. Writes scaling.json and scaling.md to --out.
+CPU-only machine the devices are JAX CPU devices (`--xla_force_host_platform_device_count`,
+what `rnnjax.parallel.use_cpu_cores` sets), each running its share of the batch on
+its own thread: up to the number of cores they add arithmetic, beyond it they share
+the cores. On a machine with several GPUs, run the same script with `--platform gpu`:
+each device count then uses that many real GPUs. Writes scaling.json and scaling.md
+to --out.
 """
 
 import argparse
