@@ -90,17 +90,34 @@ def _dropout(key: Array, rate: float, x: Array) -> Array:
     return x * (jax.random.bernoulli(key, keep, x.shape) / keep).astype(x.dtype)
 
 
+class _MaskedState(NamedTuple):
+    """A cell's state with the per-sequence dropout masks it applies at every step."""
+
+    state: Any
+    input_mask: Array  # (B, I)
+    state_mask: Array  # (B, H)
+
+
 def _variational(cell: Cell, input_mask: Array, state_mask: Array) -> Cell:
-    """`cell` with per-sequence masks on its input and on the hidden state entering each step."""
+    """`cell` with per-sequence masks on its input and on the hidden state entering each step.
 
-    def step(params: Any, state: Any, x: Array) -> tuple[Any, Array]:
+    The masks travel in the state rather than in a closure, so that a batch split over
+    devices (`rnnjax.parallel`) splits the masks with their sequences.
+    """
+
+    def initial_state(params: Any, batch_shape: tuple[int, ...] = ()) -> _MaskedState:
+        return _MaskedState(cell.initial_state(params, batch_shape), input_mask, state_mask)
+
+    def step(params: Any, masked: _MaskedState, x: Array) -> tuple[_MaskedState, Array]:
+        state = masked.state
         if isinstance(state, LSTMState):
-            state = state._replace(h=state.h * state_mask)
+            state = state._replace(h=state.h * masked.state_mask)
         else:
-            state = state * state_mask
-        return cell.step(params, state, x * input_mask)
+            state = state * masked.state_mask
+        new_state, h = cell.step(params, state, x * masked.input_mask)
+        return masked._replace(state=new_state), h
 
-    return Cell(cell.init, cell.initial_state, step)
+    return Cell(cell.init, initial_state, step)
 
 
 def sequence_model(

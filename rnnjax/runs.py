@@ -225,7 +225,7 @@ def build(config: TrainConfig, cell: Any = None) -> Run:
             task_loss(model, task, l2=config.l2), optimizer, batches, mesh=mesh
         ),
         batches=batches,
-        evaluate=make_evaluate(model, task, test_data),
+        evaluate=parallel.on_mesh(make_evaluate(model, task, test_data), mesh),
         test_data=test_data,
     )
 

@@ -79,6 +79,15 @@ def unroll(
     The computation runs in the promoted dtype of `xs`, `params` and `state`, so
     float64 parameters give a float64 unroll and bfloat16 ones a bfloat16 unroll.
 
+    Under a mesh set with `jax.set_mesh` whose `"batch"` axis spans several devices
+    (`rnnjax.parallel.device_mesh`), the batch is split over them: each device runs
+    the whole loop on its share of the sequences, and the parameters' gradients are
+    summed across devices once, after the loop (`rnnjax.parallel`). Results equal
+    the unsplit ones up to the order of that sum. A batch that does not divide by
+    the device count runs unsplit. A cell of your own must then keep per-sequence
+    values (masks, say) in its state, not in a closure, so that they split with the
+    sequences.
+
     Example:
       >>> import jax, jax.numpy as jnp, rnnjax
       >>> cell = rnnjax.gru(hidden_size=8)

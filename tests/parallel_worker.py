@@ -12,6 +12,7 @@ import numpy as np
 
 import rnnjax
 from rnnjax import parallel, train
+from rnnjax.models import sequence_model
 from rnnjax.runs import TrainConfig, build
 from rnnjax.runs import train as train_run
 
@@ -129,6 +130,25 @@ def split_unroll_checks():
             result["collectives_in_loops"][key] = parallel.collectives_in_loops(
                 lowered.compile().as_text()
             )
+
+    # A model with variational dropout: its per-sequence masks split with the batch.
+    model = sequence_model(
+        rnnjax.gru(8), output_size=2, num_layers=2, input_dropout=0.3, state_dropout=0.2
+    )
+    model_params = jax.tree.map(lambda a: a.astype(jnp.float64), model.init(jax.random.key(2), 3))
+    xs = jax.random.normal(jax.random.key(3), (8, 12, 3), dtype=jnp.float64)
+
+    def model_loss(params):
+        outputs = model.apply(params, xs, key=jax.random.key(4), train=True)
+        return jnp.sum(outputs**2)
+
+    alone = jax.jit(jax.value_and_grad(model_loss))(model_params)
+    with jax.set_mesh(mesh):
+        split = jax.jit(jax.value_and_grad(model_loss))(model_params)
+    result["max_difference"]["gru model, variational dropout"] = max(
+        float(jnp.max(jnp.abs(a - b)))
+        for a, b in zip(jax.tree.leaves(alone), jax.tree.leaves(split))
+    )
 
     cell = rnnjax.lstm(8)
     params = cell.init(jax.random.key(0), 3, dtype=jnp.float64)
