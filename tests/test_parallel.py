@@ -154,3 +154,17 @@ def test_cli_devices_after_jax_started_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"already started with {count} CPU device(s)" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_no_ambient_mesh_or_one_device_leaves_unroll_unsplit():
+    from jax.sharding import Mesh
+
+    assert parallel.ambient_batch_mesh(8) is None  # no mesh set
+    one = Mesh(np.asarray(jax.devices()[:1]), (parallel.BATCH_AXIS,))
+    other_axis = Mesh(np.asarray(jax.devices()[:1]), ("model",))
+    for mesh in (one, other_axis):
+        with jax.set_mesh(mesh):
+            assert parallel.ambient_batch_mesh(8) is None
+    assert parallel.on_mesh(len, None) is len
+    assert parallel.batch_spec(None) == jax.sharding.PartitionSpec()
+    assert parallel.batch_spec(1) == jax.sharding.PartitionSpec(None, parallel.BATCH_AXIS)
