@@ -3,6 +3,7 @@
     python benchmarks/speed.py --out results/speed            # about 3 minutes on 2 cores
     python benchmarks/speed.py --quick --out results/speed-quick
     python benchmarks/speed.py --retain-freed-memory --out results/speed-retained
+    python benchmarks/speed.py --report-only --out results/speed   # speed.md from speed.json
 
 Four measurements, written to `speed.json` and `speed.md` in --out:
 
@@ -383,6 +384,34 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}"
 
 
+def per_peer_ratios(results: dict) -> list[str]:
+    """Markdown lines: each rnnjax path's time over each peer's, training and inference."""
+    ours = ["rnnjax default path", SPLIT]
+    lines = []
+    for kind, key in (("Training step", "train_ms"), ("Inference", "forward_ms")):
+        peers = []
+        for row in results["shapes"]:
+            peers += [n for n in row["results"] if not n.startswith("rnnjax") and n not in peers]
+        present = [n for n in ours if any(n in row["results"] for row in results["shapes"])]
+        heads = [f"{short} / {peer}" for short in present for peer in peers]
+        lines += [
+            "",
+            f"## {kind}: rnnjax / each peer (below 1: rnnjax is faster)",
+            "",
+            "| cell (B, T, I, H) | " + " | ".join(heads) + " |",
+            "|---" * (len(heads) + 1) + "|",
+        ]
+        for row in results["shapes"]:
+            res = row["results"]
+            cells = [
+                ratio(res[name][key], res[peer][key]) if name in res and peer in res else "–"
+                for name in present
+                for peer in peers
+            ]
+            lines.append(f"| {row['cell']} {tuple(row['shape'])} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(results: dict) -> str:
     meta = results["meta"]
     lines = [
@@ -430,6 +459,7 @@ def markdown(results: dict) -> str:
             "",
             '"best JAX peer": the faster of Flax (either cell) and Equinox on that row.',
         ]
+    lines += per_peer_ratios(results)
     lines += [
         "",
         "## Achieved GFLOP/s of the training step",
@@ -484,7 +514,20 @@ def main() -> int:
         action="store_true",
         help="keep freed memory in the process (glibc), for every library alike",
     )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite speed.md from the speed.json already in --out, measuring nothing",
+    )
     args = parser.parse_args()
+    if args.report_only:
+        from rnnjax._files import write_atomically
+
+        with open(os.path.join(args.out, "speed.json")) as stored:
+            text = markdown(json.load(stored))
+        write_atomically(os.path.join(args.out, "speed.md"), lambda f: f.write(text.encode()))
+        print(f"wrote {args.out}/speed.md")
+        return 0
     import jax
 
     from rnnjax import parallel

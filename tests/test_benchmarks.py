@@ -127,7 +127,9 @@ def test_speed_smoke():
         "memory": [memory],
     }
     report = speed.markdown(results)
-    for heading in ("Training step", "Inference", "GFLOP/s", "Compile time", "Memory"):
+    for heading in ("Training step", "Inference", "each peer", "GFLOP/s", "Compile time", "Memory"):
         assert heading in report
     assert "| lstm (2, 6, 3, 4) |" in report and "1.20x" in report
     assert f"| {speed.SPLIT} / best JAX peer |" in report and "(2 JAX CPU devices)" in report
+    for peer in (name for name in rows[0]["results"] if not name.startswith("rnnjax")):
+        assert f"rnnjax default path / {peer} |" in report
