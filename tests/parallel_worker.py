@@ -131,6 +131,27 @@ def split_unroll_checks():
                 lowered.compile().as_text()
             )
 
+    # Forward mode and Hessian-vector products through the split, both paths.
+    cell = rnnjax.gru(5)
+    params = cell.init(jax.random.key(0), 3, dtype=jnp.float64)
+    xs = jax.random.normal(jax.random.key(1), (8, 7, 3), dtype=jnp.float64)
+    tangent = jax.tree.map(jnp.ones_like, params)
+    for fused in (False, True):
+
+        def cubed(params, fused=fused):
+            return jnp.sum(rnnjax.unroll(cell, params, xs, fused=fused)[0] ** 3)
+
+        def hvp(params, tangent, cubed=cubed):
+            return jax.jvp(jax.grad(cubed), (params,), (tangent,))
+
+        alone = jax.jit(hvp)(params, tangent)
+        with jax.set_mesh(mesh):
+            split = jax.jit(hvp)(params, tangent)
+        result["max_difference"][f"gru hessian-vector product, fused={fused}"] = max(
+            float(jnp.max(jnp.abs(a - b)))
+            for a, b in zip(jax.tree.leaves(alone), jax.tree.leaves(split))
+        )
+
     # A model with variational dropout: its per-sequence masks split with the batch.
     model = sequence_model(
         rnnjax.gru(8), output_size=2, num_layers=2, input_dropout=0.3, state_dropout=0.2
