@@ -152,6 +152,17 @@ def split_unroll_checks():
             for a, b in zip(jax.tree.leaves(alone), jax.tree.leaves(split))
         )
 
+    # Eagerly (no jit) and under vmap, the split gives the same outputs.
+    alone = rnnjax.unroll(cell, params, xs)[0]
+    batches = xs.reshape(2, 4, 7, 3)
+    with jax.set_mesh(mesh):
+        eager = rnnjax.unroll(cell, params, xs)[0]
+        mapped = jax.vmap(lambda x: rnnjax.unroll(cell, params, x)[0])(batches)
+    result["max_difference"]["gru eager"] = float(jnp.max(jnp.abs(eager - alone)))
+    result["max_difference"]["gru vmap"] = float(
+        jnp.max(jnp.abs(mapped.reshape(alone.shape) - alone))
+    )
+
     # A model with variational dropout: its per-sequence masks split with the batch.
     model = sequence_model(
         rnnjax.gru(8), output_size=2, num_layers=2, input_dropout=0.3, state_dropout=0.2

@@ -50,11 +50,12 @@ def test_batch_is_sharded_and_state_replicated(report):
 
 def test_unroll_under_a_mesh_splits_the_batch_and_equals_one_device(report):
     """Outputs and gradients (parameters and inputs) agree in float64 for every cell and
-    option, in Hessian-vector products and for a model with variational dropout; the
-    parameters' gradient sum stays out of the loops; uneven batches run unsplit."""
+    option, in Hessian-vector products, eagerly, under vmap and for a model with
+    variational dropout; the parameters' gradient sum stays out of the loops; uneven
+    batches run unsplit."""
     split = report["split_unroll"]
-    # 3 cells x 4 options, Hessian-vector products on both paths, a dropout model
-    assert len(split["max_difference"]) == 15
+    # 3 cells x 4 options, Hessian-vector products on both paths, eager, vmap, dropout
+    assert len(split["max_difference"]) == 17
     for key, difference in split["max_difference"].items():
         assert difference < 1e-12, key
     assert len(split["split"]) == 12
