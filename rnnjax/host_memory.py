@@ -21,6 +21,12 @@ a worker thread with an arena of its own would still `mmap` every large block. T
 same settings as environment variables, for a program you start:
 `MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647`.
 
+With the batch split over CPU cores (`rnnjax.parallel.use_cpu_cores`), the device
+threads share that one arena and can wait on its lock: in the speed benchmark the
+long LSTM row (T = 10,000) trained slower over two cores with this setting than
+without it (`benchmarks/results/speed-retained`). For long sequences, use one or
+the other.
+
 Use, first thing in a training script::
 
     from rnnjax import host_memory
