@@ -39,7 +39,6 @@ and `cpu_profile.md` in --out:
 """
 
 import argparse
-import contextlib
 import json
 import os
 import resource
@@ -340,11 +339,12 @@ def split_step(rounds=5) -> dict:
     }
     built = {}
     for label, (ambient, args) in variants.items():
-        train = parallel.on_mesh(jax.jit(jax.value_and_grad(loss)), ambient)
+        step = jax.jit(jax.value_and_grad(loss))
+        train = parallel.on_mesh(step, ambient)
         run = parallel.on_mesh(jax.jit(forward), ambient)
-        with jax.set_mesh(ambient) if ambient is not None else contextlib.nullcontext():
-            compiled = jax.jit(jax.value_and_grad(loss)).lower(*args).compile().as_text()
-        built[label] = (train, run, args, [], [], parallel.collectives_in_loops(compiled))
+        compiled = parallel.on_mesh(lambda s=step, a=args: s.lower(*a).compile(), ambient)()
+        collectives = parallel.collectives_in_loops(compiled.as_text())
+        built[label] = (train, run, args, [], [], collectives)
         jax.block_until_ready(train(*args))
         jax.block_until_ready(run(*args))
     for _ in range(rounds):

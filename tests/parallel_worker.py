@@ -95,6 +95,13 @@ def main():
     json.dump(report, sys.stdout)
 
 
+def _max_difference(a, b):
+    """The largest absolute difference between two pytrees of arrays."""
+    return max(
+        float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+    )
+
+
 def split_unroll_checks():
     """`unroll` under a 4-device mesh against no mesh, in float64: outputs and gradients."""
     jax.config.update("jax_enable_x64", True)
@@ -122,10 +129,7 @@ def split_unroll_checks():
                 split = jax.jit(grad)(params, xs)
                 lowered = jax.jit(grad).lower(params, xs)
             key = f"{name}/{option}"
-            result["max_difference"][key] = max(
-                float(jnp.max(jnp.abs(a - b)))
-                for a, b in zip(jax.tree.leaves(alone), jax.tree.leaves(split))
-            )
+            result["max_difference"][key] = _max_difference(alone, split)
             result["split"][key] = "manual_computation" in lowered.as_text()
             result["collectives_in_loops"][key] = parallel.collectives_in_loops(
                 lowered.compile().as_text()
@@ -147,10 +151,8 @@ def split_unroll_checks():
         alone = jax.jit(hvp)(params, tangent)
         with jax.set_mesh(mesh):
             split = jax.jit(hvp)(params, tangent)
-        result["max_difference"][f"gru hessian-vector product, fused={fused}"] = max(
-            float(jnp.max(jnp.abs(a - b)))
-            for a, b in zip(jax.tree.leaves(alone), jax.tree.leaves(split))
-        )
+        key = f"gru hessian-vector product, fused={fused}"
+        result["max_difference"][key] = _max_difference(alone, split)
 
     # Eagerly (no jit) and under vmap, the split gives the same outputs.
     alone = rnnjax.unroll(cell, params, xs)[0]
@@ -177,10 +179,7 @@ def split_unroll_checks():
     alone = jax.jit(jax.value_and_grad(model_loss))(model_params)
     with jax.set_mesh(mesh):
         split = jax.jit(jax.value_and_grad(model_loss))(model_params)
-    result["max_difference"]["gru model, variational dropout"] = max(
-        float(jnp.max(jnp.abs(a - b)))
-        for a, b in zip(jax.tree.leaves(alone), jax.tree.leaves(split))
-    )
+    result["max_difference"]["gru model, variational dropout"] = _max_difference(alone, split)
 
     cell = rnnjax.lstm(8)
     params = cell.init(jax.random.key(0), 3, dtype=jnp.float64)
