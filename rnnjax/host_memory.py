@@ -1,4 +1,4 @@
-"""Keep freed host memory in the process, so that each compiled call stops page-faulting.
+"""Fewer page faults per compiled call: keep freed host memory, or fault it in huge pages.
 
 On the CPU, XLA allocates the scratch memory of every call of a compiled function
 afresh (one block for all its intermediates: 229 MB for an LSTM training step at
@@ -31,12 +31,29 @@ Use, first thing in a training script::
 
     from rnnjax import host_memory
     host_memory.retain_freed_memory()  # True on Linux with glibc
+
+**Huge pages** are the other way, and they keep glibc's arenas and give freed
+memory back as before: with the glibc tunable `glibc.malloc.hugetlb=1`, `malloc`
+asks the kernel for transparent huge pages (`madvise(MADV_HUGEPAGE)`) on every
+block it maps, so a call faults its scratch block in 2 MiB at a time instead of
+4 KiB. glibc reads tunables only when a program starts, so this is an environment
+variable for the program you start, not a call::
+
+    GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python train.py
+
+It needs glibc 2.35 or newer and a kernel whose transparent huge pages are enabled
+as `madvise` or `always` (`/sys/kernel/mm/transparent_hugepage/enabled`);
+`huge_pages_active()` says whether this process has all three.
+`environment_with_huge_pages()` gives the environment to start a child process
+with. `benchmarks/cpu_profile.py` and `benchmarks/speed.py --huge-pages` measure it.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
+from collections.abc import Mapping
 
 # glibc's mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -45,6 +62,9 @@ _M_ARENA_MAX = -8
 # The largest value mallopt takes (an int): free memory at the heap's top is given
 # back to the kernel only beyond 2 GiB.
 _TRIM_THRESHOLD = 2**31 - 1
+
+HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
+_TRANSPARENT_HUGE_PAGES = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 
 def retain_freed_memory() -> bool:
@@ -69,3 +89,69 @@ def retain_freed_memory() -> bool:
     mallopt.restype = ctypes.c_int
     settings = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
     return all(mallopt(param, value) == 1 for param, value in settings)
+
+
+def environment_with_huge_pages(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A copy of `environ` (default `os.environ`) that asks glibc for huge pages.
+
+    Adds `glibc.malloc.hugetlb=1` to `GLIBC_TUNABLES`, keeping the other tunables
+    there (and replacing an earlier `glibc.malloc.hugetlb` setting). Pass it as the
+    environment of a process you start; it does nothing to the running one.
+
+    Example:
+      >>> from rnnjax import host_memory
+      >>> before = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}
+      >>> host_memory.environment_with_huge_pages(before)["GLIBC_TUNABLES"]
+      'glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1'
+    """
+    env = dict(os.environ if environ is None else environ)
+    kept = [
+        tunable
+        for tunable in env.get("GLIBC_TUNABLES", "").split(":")
+        if tunable and not tunable.startswith("glibc.malloc.hugetlb=")
+    ]
+    env["GLIBC_TUNABLES"] = ":".join([*kept, HUGE_PAGES_TUNABLE])
+    return env
+
+
+def huge_pages_requested(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether `environ` (default `os.environ`) sets `glibc.malloc.hugetlb=1`."""
+    env = os.environ if environ is None else environ
+    return HUGE_PAGES_TUNABLE in env.get("GLIBC_TUNABLES", "").split(":")
+
+
+def transparent_huge_pages_mode() -> str | None:
+    """The kernel's transparent huge page mode (`always`, `madvise` or `never`), or
+    None where it cannot be read (not Linux, or no such setting)."""
+    try:
+        with open(_TRANSPARENT_HUGE_PAGES) as setting:
+            text = setting.read()
+    except OSError:
+        return None
+    start, end = text.find("["), text.find("]")
+    return text[start + 1 : end] if 0 <= start < end else None
+
+
+def _glibc_version() -> tuple[int, int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        version = ctypes.CDLL(None).gnu_get_libc_version
+    except (OSError, AttributeError):
+        return None
+    version.restype = ctypes.c_char_p
+    major, minor, *_ = version().decode().split(".")
+    return int(major), int(minor)
+
+
+def huge_pages_active() -> bool:
+    """Whether this process faults large blocks in as huge pages: it was started
+    with `glibc.malloc.hugetlb=1`, its glibc reads that tunable (2.35 or newer),
+    and the kernel's transparent huge pages are `madvise` or `always`."""
+    glibc = _glibc_version()
+    return (
+        huge_pages_requested()
+        and glibc is not None
+        and glibc >= (2, 35)
+        and transparent_huge_pages_mode() in ("madvise", "always")
+    )
