@@ -3,6 +3,7 @@
     python benchmarks/speed.py --out results/speed            # about 3 minutes on 2 cores
     python benchmarks/speed.py --quick --out results/speed-quick
     python benchmarks/speed.py --retain-freed-memory --out results/speed-retained
+    python benchmarks/speed.py --huge-pages --out results/speed-huge-pages
     python benchmarks/speed.py --report-only --out results/speed   # speed.md from speed.json
 
 Four measurements, written to `speed.json` and `speed.md` in --out:
@@ -37,6 +38,13 @@ makes glibc keep and reuse the memory each compiled call frees instead of return
 it to the kernel and page-faulting it back in on the next call. It applies to the
 whole process, so every library in the comparison runs with it (the memory table's
 child processes run with glibc's defaults).
+
+`--huge-pages` restarts the script with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`
+(`rnnjax.host_memory.environment_with_huge_pages()`), so that glibc asks the kernel
+for transparent huge pages on every block it maps: each call faults its scratch
+memory in 2 MiB at a time instead of 4 KiB, and freed memory still goes back to the
+kernel. Again every library in the process (and the memory table's child processes,
+which inherit the environment) runs with it.
 """
 
 import argparse
@@ -427,6 +435,19 @@ def markdown(results: dict) -> str:
             "(`rnnjax.host_memory.retain_freed_memory()`), for every library in the process."
             if meta.get("retained_freed_memory")
             else ""
+        )
+        + (
+            " Run with `--huge-pages`: glibc asks for transparent huge pages on every block "
+            "it maps (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`), for every library in the "
+            "process."
+            if meta.get("huge_pages")
+            else ""
+        )
+        + (
+            " Run with `--huge-pages`, but this process could not use them (glibc older "
+            f"than 2.35, or transparent huge pages `{meta.get('transparent_huge_pages')}`)."
+            if meta.get("huge_pages") is False
+            else ""
         ),
         "",
         "## Training step (value_and_grad), milliseconds",
@@ -509,10 +530,16 @@ def main() -> int:
     parser.add_argument("--out", default=os.path.join("results", "speed"))
     parser.add_argument("--quick", action="store_true", help="small shapes, T up to 10,000")
     parser.add_argument("--rounds", type=int, default=None, help="timing rounds (default 5)")
-    parser.add_argument(
+    allocator = parser.add_mutually_exclusive_group()
+    allocator.add_argument(
         "--retain-freed-memory",
         action="store_true",
         help="keep freed memory in the process (glibc), for every library alike",
+    )
+    allocator.add_argument(
+        "--huge-pages",
+        action="store_true",
+        help="restart with glibc asking for transparent huge pages, for every library alike",
     )
     parser.add_argument(
         "--report-only",
@@ -528,6 +555,12 @@ def main() -> int:
         write_atomically(os.path.join(args.out, "speed.md"), lambda f: f.write(text.encode()))
         print(f"wrote {args.out}/speed.md")
         return 0
+    from rnnjax import host_memory
+
+    if args.huge_pages and not host_memory.huge_pages_requested():
+        # glibc reads its tunables only at start: run this script again with them.
+        environment = host_memory.environment_with_huge_pages()
+        os.execve(sys.executable, [sys.executable, *sys.argv], environment)
     import jax
 
     from rnnjax import parallel
@@ -535,13 +568,14 @@ def main() -> int:
     parallel.use_cpu_cores()  # before JAX's first computation
     retained = None
     if args.retain_freed_memory:
-        from rnnjax import host_memory
-
         retained = host_memory.retain_freed_memory()
     shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
     rounds = args.rounds or (3 if args.quick else 5)
 
     meta = {**versions(), "rounds": rounds, "quick": args.quick, "retained_freed_memory": retained}
+    if args.huge_pages:
+        meta["huge_pages"] = host_memory.huge_pages_active()
+        meta["transparent_huge_pages"] = host_memory.transparent_huge_pages_mode()
     meta["jax_cpu_devices"] = jax.local_device_count("cpu")
     results = {"meta": meta, "shapes": []}
     results["meta"]["matmul_peak_gflops"] = matmul_peak_gflops()

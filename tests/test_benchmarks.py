@@ -133,3 +133,11 @@ def test_speed_smoke():
     assert f"| {speed.SPLIT} / best JAX peer |" in report and "(2 JAX CPU devices)" in report
     for peer in (name for name in rows[0]["results"] if not name.startswith("rnnjax")):
         assert f"rnnjax default path / {peer} |" in report
+    # The allocator a run used is named in the report's first lines.
+    assert "--huge-pages" not in report
+    results["meta"].update(huge_pages=True, transparent_huge_pages="madvise")
+    assert "Run with `--huge-pages`: glibc asks for transparent huge pages" in speed.markdown(
+        results
+    )
+    results["meta"].update(huge_pages=False, transparent_huge_pages="never")
+    assert "could not use them" in speed.markdown(results)
