@@ -302,9 +302,11 @@ def _fused_jvp(
     )
 
     # The linearised recurrence: one matmul per step, d_h_prev @ w_hh.
+    w_hh_t = params.w_hh.T
+
     def tangent_body(d_carry: Any, step_inputs: tuple) -> tuple[Any, Array]:
         residual, d_xw_t, d_hw_t, valid_t = step_inputs
-        d_hw = kernel.hidden(d_carry) @ params.w_hh
+        d_hw = jax.lax.dot_general(kernel.hidden(d_carry), w_hh_t, (((1,), (1,)), ((), ())))
         if d_hw_t is not None:
             d_hw = d_hw + d_hw_t
         new, d_h = kernel.tangent(residual, d_carry, d_xw_t, d_hw)
