@@ -1,6 +1,7 @@
 """`host_memory`: in subprocesses, since its settings change the whole process."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -45,7 +46,10 @@ print(json.dumps({"applied": applied, "faults_per_call": sorted(faults)[10]}))
 
 
 def run_worker(mode: str) -> dict:
-    environment = host_memory.environment_with_huge_pages() if mode == "huge pages" else None
+    # Host memory is what is measured: the CPU backend, also where a GPU is present.
+    environment = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    if mode == "huge pages":
+        environment = host_memory.environment_with_huge_pages(environment)
     result = subprocess.run(
         [sys.executable, "-c", WORKER, mode],
         capture_output=True,
