@@ -26,10 +26,11 @@ Four measurements, written to `speed.json` and `speed.md` in --out:
    with and without gradient checkpointing (`checkpoint_every ~ sqrt(T)`), each
    configuration in its own process, peak resident memory read from the OS.
 
-**rnnjax over the cores** is the default path with the batch split over one JAX CPU
-device per core (`rnnjax.parallel.use_cpu_cores()`, called before anything else, and
-a mesh set with `jax.set_mesh`): each core runs the whole recurrence on its share of
-the sequences (`rnnjax.parallel`). Every other implementation runs on JAX's first
+**rnnjax over the cores** is the default path (and **rnnjax fused=True over the
+cores** the fused kernels) with the batch split over one JAX CPU device per core
+(`rnnjax.parallel.use_cpu_cores()`, called before anything else, and a mesh set
+with `jax.set_mesh`): each core runs the whole recurrence on its share of the
+sequences (`rnnjax.parallel`). Every other implementation runs on JAX's first
 device as its users would by default (the extra CPU devices do not change a
 one-device computation).
 
@@ -78,6 +79,7 @@ FULL_MEMORY_LENGTHS = (1000, 10000, 100000)
 QUICK_MEMORY_LENGTHS = (1000, 10000)
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 SPLIT = "rnnjax over the cores"
+SPLIT_FUSED = "rnnjax fused=True over the cores"
 
 
 # -- the implementations: each returns (train_step, forward), both taking no arguments --
@@ -220,6 +222,7 @@ def implementations(cell_name, shape):
     }
     if jax.local_device_count() > 1 and shape[0] % jax.local_device_count() == 0:
         impls[SPLIT] = lambda: rnnjax_impl(cell_name, shape, fused=False, split=True)
+        impls[SPLIT_FUSED] = lambda: rnnjax_impl(cell_name, shape, fused=True, split=True)
     if _installed("flax"):
         impls["Flax linen"] = lambda: flax_impl(cell_name, shape)
         if cell_name == "lstm":
@@ -420,6 +423,31 @@ def per_peer_ratios(results: dict) -> list[str]:
     return lines
 
 
+def fastest_path(results: dict) -> list[str]:
+    """Markdown lines: on each row, the fastest of rnnjax's paths and its ratios."""
+    lines = []
+    for kind, key in (("Training step", "train_ms"), ("Inference", "forward_ms")):
+        lines += [
+            "",
+            f"## {kind}: the fastest rnnjax path on each row",
+            "",
+            "| cell (B, T, I, H) | fastest rnnjax path | ms | / PyTorch | / best JAX peer |",
+            "|---|---|---|---|---|",
+        ]
+        for row in results["shapes"]:
+            res = row["results"]
+            path = min((n for n in res if n.startswith("rnnjax")), key=lambda n: res[n][key])
+            ours = res[path][key]
+            jax_peers = [res[n][key] for n in res if n.startswith(("Flax", "Equinox"))]
+            torch = ratio(ours, res["PyTorch"][key]) if "PyTorch" in res else "–"
+            best_jax = ratio(ours, min(jax_peers)) if jax_peers else "–"
+            lines.append(
+                f"| {row['cell']} {tuple(row['shape'])} | {path} | {ours:.1f} | {torch} | "
+                f"{best_jax} |"
+            )
+    return lines
+
+
 def markdown(results: dict) -> str:
     meta = results["meta"]
     lines = [
@@ -481,6 +509,7 @@ def markdown(results: dict) -> str:
             '"best JAX peer": the faster of Flax (either cell) and Equinox on that row.',
         ]
     lines += per_peer_ratios(results)
+    lines += fastest_path(results)
     lines += [
         "",
         "## Achieved GFLOP/s of the training step",

@@ -120,6 +120,10 @@ def test_speed_smoke():
     assert memory["checkpoint_every"] == 6 and memory["peak_rss_mb"] > 0
     # As on a machine with several cores: the split column and its two ratios.
     rows[0]["results"][speed.SPLIT] = dict(rows[0]["results"]["rnnjax default path"])
+    rows[0]["results"][speed.SPLIT_FUSED] = {
+        **rows[0]["results"]["rnnjax fused=True"],
+        "train_ms": 0.5 * min(t["train_ms"] for t in rows[0]["results"].values()),
+    }
     results = {
         "meta": {**speed.versions(), "rounds": 1, "matmul_peak_gflops": 1.0, "jax_cpu_devices": 2},
         "shapes": rows,
@@ -133,6 +137,9 @@ def test_speed_smoke():
     assert f"| {speed.SPLIT} / best JAX peer |" in report and "(2 JAX CPU devices)" in report
     for peer in (name for name in rows[0]["results"] if not name.startswith("rnnjax")):
         assert f"rnnjax default path / {peer} |" in report
+    # The fastest path's table names the one made fastest above, on the training side.
+    fastest = report.split("## Training step: the fastest rnnjax path on each row")[1]
+    assert f"| lstm (2, 6, 3, 4) | {speed.SPLIT_FUSED} |" in fastest.split("## Inference")[0]
     # The allocator a run used is named in the report's first lines.
     assert "--huge-pages" not in report
     results["meta"].update(huge_pages=True, transparent_huge_pages="madvise")
