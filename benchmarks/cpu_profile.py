@@ -2,7 +2,7 @@
 
     python benchmarks/cpu_profile.py --out results/cpu_profile     # about 2 minutes
 
-Nine measurements, float32, median of 7 after warm-up, written to `cpu_profile.json`
+Ten measurements, float32, median of 7 after warm-up, written to `cpu_profile.json`
 and `cpu_profile.md` in --out:
 
 1. **The loop's matmul alone**: a `lax.scan` whose body is only `h @ w_hh` plus a
@@ -27,15 +27,20 @@ and `cpu_profile.md` in --out:
    them, which XLA's CPU runtime may run on two cores at once), LSTM training step
    and forward at (32, 1000, 1, 128), interleaved with the one-chain loop.
 8. **Page faults**: the training step of every cell (rnnjax's two paths, PyTorch)
-   with glibc's default allocator and after `rnnjax.host_memory.retain_freed_memory()`,
-   each in its own process: milliseconds, minor page faults per call, and the size
-   of XLA's per-call scratch block.
+   with glibc's default allocator, after `rnnjax.host_memory.retain_freed_memory()`,
+   and started with huge pages (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`), each in
+   its own process: milliseconds, minor page faults per call, and the size of XLA's
+   per-call scratch block.
 9. **The batch over two CPU devices**, in a child process with one JAX CPU device per
    core (`rnnjax.parallel.use_cpu_cores(2)`): the LSTM training step and forward at
    (32, 1000, 1, 128) on one device, on two devices with the batch placed split and
    the rest left to XLA's automatic partitioning, and on two devices under
    `jax.set_mesh`, where `rnnjax.unroll` splits the recurrence itself
    (`jax.shard_map`); with the number of collective operations inside loop bodies.
+10. **The backward loop's matmul**, `d_gates @ w_hh^T` in a reverse scan at the same
+   shape, with `w_hh` contracted over its second axis as autodiff writes it (the
+   matmul library then transposes `w_hh` at every step) or with a transposed copy
+   made once before the loop (what the fused kernels give their backward pass).
 """
 
 import argparse
@@ -83,6 +88,37 @@ def loop_matmul_ms() -> float:
         return jax.lax.scan(body, jnp.zeros((B, H)), xw)[0]
 
     return median_ms(lambda: jax.block_until_ready(run(w, xw)))
+
+
+def backward_matmul_ms() -> dict:
+    """The backward loop's matmul `d_gates @ w_hh^T`, two ways: contracting `w_hh (H, 4H)`
+    over its second axis, as autodiff writes it (the matmul library transposes `w_hh`
+    at every step), or multiplying by a transposed copy `(4H, H)` made once."""
+    import jax
+    import jax.numpy as jnp
+
+    w = 0.05 * jax.random.normal(jax.random.key(0), (H, 4 * H))
+    factors = jax.random.uniform(jax.random.key(1), (T, B, 4 * H))
+
+    def scan_of(product):
+        @jax.jit
+        def run(w, factors):
+            def body(d_h, factor):
+                return jnp.tanh(product(jnp.tile(d_h, 4) * factor, w)), None
+
+            return jax.lax.scan(body, jnp.ones((B, H)), factors, reverse=True)[0]
+
+        return run
+
+    every_step = scan_of(lambda d, w: jax.lax.dot_general(d, w, (((1,), (1,)), ((), ()))))
+    once = scan_of(lambda d, w_t: d @ w_t)
+    w_t = jnp.array(w.T)  # materialised before the call: the loop sees a (4H, H) array
+    return {
+        "w_hh transposed at every step": median_ms(
+            lambda: jax.block_until_ready(every_step(w, factors))
+        ),
+        "a transposed copy made once": median_ms(lambda: jax.block_until_ready(once(w_t, factors))),
+    }
 
 
 def gate_nonlinearities_ms() -> dict:
@@ -250,11 +286,13 @@ def batch_chains_ms(rounds=5) -> dict:
 
 def allocator_step(mode: str) -> dict:
     """Training steps of every cell, rnnjax (both paths) and PyTorch, in this process."""
+    from rnnjax import host_memory
+
     applied = None
     if mode == "retained":
-        from rnnjax import host_memory
-
         applied = host_memory.retain_freed_memory()
+    elif mode == "huge pages":
+        applied = host_memory.huge_pages_active()
     import jax
     import jax.numpy as jnp
 
@@ -298,13 +336,16 @@ def allocator_step(mode: str) -> dict:
 
 
 def allocator_ms() -> dict:
+    from rnnjax import host_memory
+
     timings = {}
-    for mode in ("glibc defaults", "retained"):
+    for mode in ("glibc defaults", "retained", "huge pages"):
         child = subprocess.run(
             [sys.executable, __file__, "--allocator-step", mode],
             capture_output=True,
             text=True,
             check=True,
+            env=host_memory.environment_with_huge_pages() if mode == "huge pages" else None,
         )
         timings[mode] = json.loads(child.stdout.strip().splitlines()[-1])
     return timings
@@ -406,6 +447,12 @@ def markdown(results: dict) -> str:
         f"{matmul['all cores'] * 1000 / T:.1f} |",
         f"| loop of `h @ w_hh` (+ tanh), one core | {matmul['one core']:.1f} | "
         f"{matmul['one core'] * 1000 / T:.1f} |",
+    ]
+    for label, ms in results.get("backward_matmul_ms", {}).items():
+        lines.append(
+            f"| backward loop of `d_gates @ w_hh^T`, {label} | {ms:.1f} | {ms * 1000 / T:.1f} |"
+        )
+    lines += [
         f"| gate nonlinearities, blocks split first | {gates['split']:.1f} | "
         f"{gates['split'] * 1000 / T:.1f} |",
         f"| gate nonlinearities, all blocks at once | {gates['whole']:.1f} | "
@@ -445,28 +492,38 @@ def markdown(results: dict) -> str:
             f"({denormals['not flushed'] / denormals['flushed']:.1f}x).",
         ]
     allocator = results["allocator_ms"]
-    retained = allocator["retained"]
+    others = [
+        (mode, title)
+        for mode, title in (("retained", "memory retained"), ("huge pages", "huge pages"))
+        if mode in allocator
+    ]
+    not_applied = [title for mode, title in others if not allocator[mode]["applied"]]
     lines += [
         "",
-        f"Training step at (B, T, I, H) = ({B}, {T}, 1, {H}) with glibc's default allocator "
-        "and after `rnnjax.host_memory.retain_freed_memory()` (each in its own process; "
+        f"Training step at (B, T, I, H) = ({B}, {T}, 1, {H}) with glibc's default allocator, "
+        "after `rnnjax.host_memory.retain_freed_memory()`, and started with "
+        "`GLIBC_TUNABLES=glibc.malloc.hugetlb=1` (huge pages); each in its own process; "
         "milliseconds, and minor page faults per call; medians of 7"
-        + ("" if retained["applied"] else "; the setting could not be applied here")
+        + (f"; not in effect here: {', '.join(not_applied)}" if not_applied else "")
         + "):",
         "",
         "| cell, library | scratch block (MB) | ms, glibc defaults | faults | "
-        "ms, memory retained | faults | speed-up |",
-        "|---|---|---|---|---|---|---|",
+        + "".join(f"ms, {title} | faults | speed-up | " for _, title in others).rstrip(" "),
+        "|---|---|---|---|" + "---|---|---|" * len(others),
     ]
     for label, default in allocator["glibc defaults"].items():
         if label == "applied":
             continue
-        kept = retained[label]
         scratch = f"{default['scratch_mb']:.0f}" if "scratch_mb" in default else "–"
-        lines.append(
-            f"| {label} | {scratch} | {default['ms']:.1f} | {default['faults']:,.0f} | "
-            f"{kept['ms']:.1f} | {kept['faults']:,.0f} | {default['ms'] / kept['ms']:.2f}x |"
-        )
+        cells = [f"{label}", scratch, f"{default['ms']:.1f}", f"{default['faults']:,.0f}"]
+        for mode, _ in others:
+            row = allocator[mode][label]
+            cells += [
+                f"{row['ms']:.1f}",
+                f"{row['faults']:,.0f}",
+                f"{default['ms'] / row['ms']:.2f}x",
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
         f"LSTM at (B, T, I, H) = ({B}, {T}, 1, {H}), default path, in a process with two JAX "
@@ -514,6 +571,7 @@ def main() -> int:
             "all cores": loop_matmul_ms(),
             "one core": json.loads(child.stdout.strip().splitlines()[-1]),
         },
+        "backward_matmul_ms": backward_matmul_ms(),
         "gate_nonlinearities_ms": gate_nonlinearities_ms(),
         "lstm_forward_ms": lstm_forward_ms(),
         "input_size_forward_ms": input_size_forward_ms(),
