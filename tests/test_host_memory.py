@@ -62,21 +62,27 @@ def run_worker(mode: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def test_retained_memory_stops_the_page_faults_of_each_call():
+@pytest.fixture(scope="module")
+def default_faults() -> dict:
+    """The worker with glibc's defaults, shared by the tests that compare against it."""
+    return run_worker("default")
+
+
+def test_retained_memory_stops_the_page_faults_of_each_call(default_faults):
     retained = run_worker("retain")
     if not retained["applied"]:
         pytest.skip("the C library is not glibc")
-    default = run_worker("default")
+    default = default_faults
     # Without it every call touches its scratch block's pages afresh; with it, they are reused.
     assert default["faults_per_call"] > 10_000, default
     assert retained["faults_per_call"] < 1_000, retained
 
 
-def test_huge_pages_fault_the_scratch_block_in_far_fewer_times():
+def test_huge_pages_fault_the_scratch_block_in_far_fewer_times(default_faults):
     huge = run_worker("huge pages")
     if not huge["applied"]:
         pytest.skip("needs glibc 2.35+ and transparent huge pages (madvise or always)")
-    default = run_worker("default")
+    default = default_faults
     # Faulted in 4 KiB at a time, the 82 MB block takes about 20,000 faults; 2 MiB at a
     # time, about 40 (the call's smaller blocks add a few more).
     assert default["faults_per_call"] > 10_000, default
