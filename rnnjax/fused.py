@@ -301,7 +301,10 @@ def _fused_jvp(
         is_leaf=_is_zero,
     )
 
-    # The linearised recurrence: one matmul per step, d_h_prev @ w_hh.
+    # The linearised recurrence: one matmul per step, d_h_prev @ w_hh, written against a
+    # transposed copy made once here. Its transpose, the backward pass, then multiplies
+    # by that copy as a plain (G, H) matrix; against w_hh itself, XLA's CPU matmul would
+    # transpose w_hh at every step (benchmarks/cpu_profile.py measures both).
     w_hh_t = params.w_hh.T
 
     def tangent_body(d_carry: Any, step_inputs: tuple) -> tuple[Any, Array]:

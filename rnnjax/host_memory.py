@@ -77,14 +77,10 @@ def retain_freed_memory() -> bool:
       True when the settings were applied; False where the C library is not glibc
       (macOS, Windows, musl), which this leaves unchanged.
     """
-    if not sys.platform.startswith("linux"):
+    libc = _glibc()
+    if libc is None:
         return False
-    try:
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-        libc.gnu_get_libc_version  # noqa: B018 (present in glibc only)
-    except (OSError, AttributeError):
-        return False
+    mallopt = libc.mallopt
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     settings = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
@@ -132,13 +128,23 @@ def transparent_huge_pages_mode() -> str | None:
     return text[start + 1 : end] if 0 <= start < end else None
 
 
-def _glibc_version() -> tuple[int, int] | None:
+def _glibc() -> ctypes.CDLL | None:
+    """The process's C library where it is glibc on Linux, else None."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        version = ctypes.CDLL(None).gnu_get_libc_version
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # noqa: B018 (present in glibc only)
     except (OSError, AttributeError):
         return None
+    return libc
+
+
+def _glibc_version() -> tuple[int, int] | None:
+    libc = _glibc()
+    if libc is None:
+        return None
+    version = libc.gnu_get_libc_version
     version.restype = ctypes.c_char_p
     major, minor, *_ = version().decode().split(".")
     return int(major), int(minor)

@@ -105,3 +105,4 @@ def test_elsewhere_than_linux_it_changes_nothing_and_says_so(monkeypatch):
     monkeypatch.setattr(sys, "platform", "darwin")
     monkeypatch.setattr(host_memory.ctypes, "CDLL", pytest.fail)  # never reaches the C library
     assert host_memory.retain_freed_memory() is False
+    assert host_memory.huge_pages_active() is False
