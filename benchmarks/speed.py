@@ -423,6 +423,12 @@ def per_peer_ratios(results: dict) -> list[str]:
     return lines
 
 
+def best_jax_peer(res: dict, key: str) -> float | None:
+    """The faster of Flax (either cell) and Equinox on one row, or None if neither ran."""
+    times = [res[n][key] for n in res if n.startswith(("Flax", "Equinox"))]
+    return min(times) if times else None
+
+
 def fastest_path(results: dict) -> list[str]:
     """Markdown lines: on each row, the fastest of rnnjax's paths and its ratios."""
     lines = []
@@ -438,9 +444,9 @@ def fastest_path(results: dict) -> list[str]:
             res = row["results"]
             path = min((n for n in res if n.startswith("rnnjax")), key=lambda n: res[n][key])
             ours = res[path][key]
-            jax_peers = [res[n][key] for n in res if n.startswith(("Flax", "Equinox"))]
+            best = best_jax_peer(res, key)
             torch = ratio(ours, res["PyTorch"][key]) if "PyTorch" in res else "–"
-            best_jax = ratio(ours, min(jax_peers)) if jax_peers else "–"
+            best_jax = ratio(ours, best) if best else "–"
             lines.append(
                 f"| {row['cell']} {tuple(row['shape'])} | {path} | {ours:.1f} | {torch} | "
                 f"{best_jax} |"
@@ -497,12 +503,12 @@ def markdown(results: dict) -> str:
         for row in results["shapes"]:
             res = row["results"]
             cells = [f"{res[n][key]:.1f}" if n in res else "–" for n in names]
-            jax_peers = [res[n][key] for n in res if n.startswith(("Flax", "Equinox"))]
+            best = best_jax_peer(res, key)
             for name in ours_names:
                 ours = res[name][key] if name in res else None
                 torch = res["PyTorch"][key] if "PyTorch" in res else None
                 cells.append(ratio(ours, torch) if ours and torch else "–")
-                cells.append(ratio(ours, min(jax_peers)) if ours and jax_peers else "–")
+                cells.append(ratio(ours, best) if ours and best else "–")
             lines.append(f"| {row['cell']} {tuple(row['shape'])} | " + " | ".join(cells) + " |")
         lines += [
             "",
