@@ -85,7 +85,7 @@ SPLIT_FUSED = "rnnjax fused=True over the cores"
 # -- the implementations: each returns (train_step, forward), both taking no arguments --
 
 
-def rnnjax_impl(cell_name, shape, fused=True, split=False):
+def rnnjax_impl(cell_name, shape, fused=True, split=False, unroll=None):
     import jax
     import jax.numpy as jnp
 
@@ -98,13 +98,14 @@ def rnnjax_impl(cell_name, shape, fused=True, split=False):
     xs, target = _jax_data(shape)
 
     def loss(params, xs):
-        hs, _ = rnnjax.unroll(cell, params, xs, fused=fused)
+        hs, _ = rnnjax.unroll(cell, params, xs, fused=fused, unroll=unroll)
         return jnp.mean((hs[:, -1] - target) ** 2)
 
     mesh = parallel.device_mesh(jax.local_device_count()) if split else None
     grad = parallel.on_mesh(jax.jit(jax.value_and_grad(loss)), mesh)
     forward = parallel.on_mesh(
-        jax.jit(lambda params, xs: rnnjax.unroll(cell, params, xs, fused=fused)[0]), mesh
+        jax.jit(lambda params, xs: rnnjax.unroll(cell, params, xs, fused=fused, unroll=unroll)[0]),
+        mesh,
     )
     return (
         lambda: jax.block_until_ready(grad(params, xs)),

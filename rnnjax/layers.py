@@ -33,7 +33,7 @@ class Layer(NamedTuple):
       init: `init(key, input_size, dtype=None) -> params`.
       initial_state: `initial_state(params, batch_shape=()) -> state`, all zeros.
       apply: `apply(params, xs, *, state=None, lengths=None, time_major=False,
-        unroll=1, checkpoint_every=None, fused=False) -> (hs, final_state)`,
+        unroll=None, checkpoint_every=None, fused=False) -> (hs, final_state)`,
         with the shapes and options of `rnnjax.unroll`.
     """
 
@@ -69,7 +69,7 @@ def recurrent(cell: Cell, *, reverse: bool = False) -> Layer:
         state: Any = None,
         lengths: Array | None = None,
         time_major: bool = False,
-        unroll: int | bool = 1,
+        unroll: int | bool | None = None,
         checkpoint_every: int | None = None,
         fused: bool = False,
     ) -> tuple[Array, Any]:
@@ -142,7 +142,7 @@ def stack(*layers: Union[Cell, Layer]) -> Layer:
         state: tuple | None = None,
         lengths: Array | None = None,
         time_major: bool = False,
-        unroll: int | bool = 1,
+        unroll: int | bool | None = None,
         checkpoint_every: int | None = None,
         fused: bool = False,
     ) -> tuple[Array, tuple]:
@@ -218,7 +218,7 @@ def bidirectional(forward: Cell, backward: Cell | None = None) -> Layer:
         state: Directions | None = None,
         lengths: Array | None = None,
         time_major: bool = False,
-        unroll: int | bool = 1,
+        unroll: int | bool | None = None,
         checkpoint_every: int | None = None,
         fused: bool = False,
     ) -> tuple[Array, Directions]:

@@ -148,3 +148,33 @@ def test_speed_smoke():
     )
     results["meta"].update(huge_pages=False, transparent_huge_pages="never")
     assert "could not use them" in speed.markdown(results)
+
+
+def test_unroll_smoke(monkeypatch):
+    """Each factor is timed on a tiny shape; the report names the factor rnnjax chooses."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # unroll.py imports speed.py beside it
+    unroll = load("unroll")
+    rows = []
+    for cell, shape in (("gru", (2, 6, 3, 4)), ("lstm", (2, 6, 3, 4)), ("rnn", (2, 5, 3, 4))):
+        measured = unroll.measure_shape(cell, shape, rounds=1, split_available=False)
+        assert set(measured) == {("one device", f) for f in unroll.FACTORS}
+        assert all(t["train_ms"] > 0 and t["forward_ms"] > 0 for t in measured.values())
+        results = {str(factor): times for (_, factor), times in measured.items()}
+        chosen = unroll.preferred(cell, shape[1])
+        rows.append(
+            {
+                "cell": cell,
+                "shape": list(shape),
+                "chosen": chosen,
+                "results": {"one device": results},
+            }
+        )
+    # 2 for the GRU at an even T, 1 for the LSTM, and 1 for the RNN at an odd T.
+    assert [row["chosen"] for row in rows] == [2, 1, 1]
+    meta = {**load("speed").versions(), "rounds": 1, "jax_cpu_devices": 1}
+    report = unroll.markdown({"meta": meta, "shapes": rows})
+    assert "## Training step" in report and "## Inference" in report
+    gru = rows[0]["results"]["one device"]
+    speed_up = gru["1"]["train_ms"] / gru["2"]["train_ms"]
+    assert "| gru (2, 6, 3, 4) | 2 | " in report and f"{speed_up:.2f}x |" in report
+    assert "over the cores" not in report  # no column for a placement that did not run

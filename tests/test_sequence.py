@@ -1,6 +1,7 @@
 """`unroll`: equal to loops over `step`, to the NumPy reference, with lengths, reverse, layouts."""
 
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -85,6 +86,64 @@ def test_unroll_factor_changes_nothing(cell_name, unroll):
     base = rnnjax.unroll(cell, params, xs, lengths=lengths)
     other = rnnjax.unroll(cell, params, xs, lengths=lengths, unroll=unroll)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-14, atol=1e-15), base, other)
+
+
+def scan_unroll_factors(fn, *args):
+    """The `unroll` of every `lax.scan` in the jaxpr of `fn(*args)`, outermost first."""
+    factors = []
+
+    def visit(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "scan":
+                factors.append(eqn.params["unroll"])
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                visit(sub)
+
+    visit(jax.make_jaxpr(fn)(*args).jaxpr)
+    return factors
+
+
+@pytest.mark.parametrize(
+    ("cell_name", "steps", "options", "want"),
+    [
+        ("rnn", 8, {}, [2]),
+        ("gru", 8, {}, [2]),
+        ("lstm", 8, {}, [1]),
+        ("gru", 7, {}, [1]),  # a remainder step made the loop slower
+        ("gru", 8, {"fused": True}, [1]),
+        ("gru", 8, {"unroll": 4}, [4]),
+        # Checkpointed: chosen per chunk (4 steps) and for the 3 left over.
+        ("rnn", 11, {"checkpoint_every": 4}, [2, 1]),
+    ],
+)
+def test_default_unroll_is_the_cells_preference_where_the_length_divides(
+    cell_name, steps, options, want
+):
+    cell = make_cell(cell_name, H)
+    params = random_params(cell, jax.random.key(0), I, jnp.float32)
+    xs = jnp.ones((B, steps, I), jnp.float32)
+    assert rnnjax.cells.preferred_unroll(cell) == (1 if cell_name == "lstm" else 2)
+    factors = scan_unroll_factors(lambda p: rnnjax.unroll(cell, p, xs, **options)[0], params)
+    assert sorted(set(factors), reverse=True) == want
+
+
+@pytest.mark.parametrize("cell_name", ["rnn", "gru"])
+def test_default_unroll_gives_float32_results_bit_for_bit_equal_to_one_step(cell_name):
+    cell = make_cell(cell_name, 16)
+    params = random_params(cell, jax.random.key(0), 3, jnp.float32)
+    xs = jax.random.normal(jax.random.key(1), (8, 20, 3), jnp.float32)
+
+    def outputs_and_grads(unroll):
+        def loss(params):
+            hs, _ = rnnjax.unroll(cell, params, xs, unroll=unroll)
+            return jnp.sum(jnp.sin(hs)), hs
+
+        return jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+
+    for got, want in zip(
+        jax.tree.leaves(outputs_and_grads(None)), jax.tree.leaves(outputs_and_grads(1))
+    ):
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("with_lengths", [False, True])

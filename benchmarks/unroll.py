@@ -1,0 +1,158 @@
+"""Steps per loop iteration: rnnjax's default path with `unroll` = 1, 2 and 4.
+
+    python benchmarks/unroll.py --out results/unroll            # about 3 minutes on 2 cores
+    python benchmarks/unroll.py --quick --out results/unroll-quick
+
+`lax.scan(..., unroll=k)` places `k` steps in each iteration of the compiled loop.
+For every cell at the shapes of `benchmarks/speed.py` (all but its T = 10,000 LSTM
+row), this times the default path's training step and inference (as `speed.py`
+defines them, float32) with `unroll` = 1, 2 and 4, on one device and over the
+cores (one JAX CPU device per core, the batch split over them), in interleaved
+rounds after warm-up, and reports medians. `rnnjax.cells.preferred_unroll`, the
+factor `rnnjax.unroll` uses when its caller leaves `unroll` unset, is read off
+this table; the report shows it beside each row. Writes `unroll.json` and
+`unroll.md` to --out.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import speed
+
+FACTORS = (1, 2, 4)
+PLACEMENTS = {"one device": False, "over the cores": True}
+
+
+def time_once(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def measure_shape(cell_name, shape, rounds, split_available):
+    """`{(placement, factor): {"train_ms", "forward_ms"}}`, timed in interleaved rounds."""
+    built = {}
+    for placement, split in PLACEMENTS.items():
+        if split and not split_available:
+            continue
+        for factor in FACTORS:
+            train_step, forward = speed.rnnjax_impl(
+                cell_name, shape, fused=False, split=split, unroll=factor
+            )
+            for _ in range(2):  # compile, then warm up
+                train_step()
+                forward()
+            built[(placement, factor)] = (train_step, forward)
+    train_times = {key: [] for key in built}
+    forward_times = {key: [] for key in built}
+    for _ in range(rounds):
+        for key, (train_step, forward) in built.items():
+            train_times[key].append(time_once(train_step))
+            forward_times[key].append(time_once(forward))
+    return {
+        key: {
+            "train_ms": 1000 * statistics.median(train_times[key]),
+            "forward_ms": 1000 * statistics.median(forward_times[key]),
+        }
+        for key in built
+    }
+
+
+def preferred(cell_name, length) -> int:
+    """The factor `rnnjax.unroll` chooses for this cell and length when not told."""
+    import rnnjax
+    from rnnjax.cells import preferred_unroll
+
+    factor = preferred_unroll(getattr(rnnjax, cell_name)(4))
+    return factor if length % factor == 0 else 1
+
+
+def markdown(results: dict) -> str:
+    meta = results["meta"]
+    lines = [
+        "# Steps per loop iteration (`unroll`) on rnnjax's default path",
+        "",
+        f"JAX {meta['jax']}; {meta['cpu_count']} CPUs ({meta['jax_cpu_devices']} JAX CPU "
+        f"devices); float32; median of {meta['rounds']} interleaved rounds after warm-up; "
+        'milliseconds. "chosen": the factor `rnnjax.unroll` uses when `unroll` is left '
+        'unset (`rnnjax.cells.preferred_unroll`, where T divides by it); "speed-up": '
+        "unroll = 1 over the chosen factor.",
+    ]
+    for measure, title in (("train_ms", "Training step"), ("forward_ms", "Inference")):
+        placements = [
+            p for p in PLACEMENTS if any(p in row["results"] for row in results["shapes"])
+        ]
+        header = ["cell (B, T, I, H)", "chosen"]
+        for placement in placements:
+            header += [f"{placement}, unroll={factor}" for factor in FACTORS]
+            header.append(f"{placement}, speed-up")
+        lines += ["", f"## {title}", "", "| " + " | ".join(header) + " |"]
+        lines.append("|" + "---|" * len(header))
+        for row in results["shapes"]:
+            chosen = row["chosen"]
+            cells = [f"{row['cell']} {tuple(row['shape'])}", str(chosen)]
+            for placement in placements:
+                times = row["results"].get(placement, {})
+                cells += [
+                    f"{times[str(f)][measure]:.1f}" if str(f) in times else "–" for f in FACTORS
+                ]
+                if str(chosen) in times:
+                    ratio = times["1"][measure] / times[str(chosen)][measure]
+                    cells.append(f"{ratio:.2f}x")
+                else:
+                    cells.append("–")
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default=os.path.join("results", "unroll"))
+    parser.add_argument("--quick", action="store_true", help="small shapes, 3 rounds")
+    parser.add_argument("--rounds", type=int, default=None, help="timing rounds (default 7)")
+    args = parser.parse_args(argv)
+    import jax
+
+    from rnnjax import parallel
+
+    parallel.use_cpu_cores()  # before JAX's first computation
+    shapes = speed.QUICK_SHAPES if args.quick else [s for s in speed.FULL_SHAPES if s[1][1] <= 1000]
+    rounds = args.rounds or (3 if args.quick else 7)
+    devices = jax.local_device_count("cpu")
+    meta = {**speed.versions(), "rounds": rounds, "quick": args.quick, "jax_cpu_devices": devices}
+    results = {"meta": meta, "shapes": []}
+    for cell_name, shape in shapes:
+        print(f"{cell_name} {shape} ...", flush=True)
+        split_available = devices > 1 and shape[0] % devices == 0
+        measured = measure_shape(cell_name, shape, rounds, split_available)
+        by_placement = {}
+        for (placement, factor), times in measured.items():
+            by_placement.setdefault(placement, {})[str(factor)] = times
+            print(
+                f"  {placement:<15} unroll={factor}  train {times['train_ms']:8.1f} ms   "
+                f"forward {times['forward_ms']:8.1f} ms",
+                flush=True,
+            )
+        results["shapes"].append(
+            {
+                "cell": cell_name,
+                "shape": list(shape),
+                "chosen": preferred(cell_name, shape[1]),
+                "results": by_placement,
+            }
+        )
+    from rnnjax._files import write_atomically, write_json
+
+    os.makedirs(args.out, exist_ok=True)
+    write_json(os.path.join(args.out, "unroll.json"), results)
+    text = markdown(results)
+    write_atomically(os.path.join(args.out, "unroll.md"), lambda f: f.write(text.encode()))
+    print(f"wrote {args.out}/unroll.json and unroll.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
