@@ -582,11 +582,11 @@ def main() -> int:
         "split_ms": split_ms(),
     }
     os.makedirs(args.out, exist_ok=True)
-    from rnnjax._files import write_atomically, write_json
+    from rnnjax._files import write_json, write_text
 
     write_json(os.path.join(args.out, "cpu_profile.json"), results)
     text = markdown(results)
-    write_atomically(os.path.join(args.out, "cpu_profile.md"), lambda f: f.write(text.encode()))
+    write_text(os.path.join(args.out, "cpu_profile.md"), text)
     print(text)
     return 0
 

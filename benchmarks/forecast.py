@@ -242,7 +242,7 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     _files.write_json(os.path.join(args.out, "forecast.json"), results)
     report = render_report(results, command)
-    _files.write_atomically(os.path.join(args.out, "report.md"), lambda f: f.write(report.encode()))
+    _files.write_text(os.path.join(args.out, "report.md"), report)
     plot(results, args.out)
     print(report)
     print(f"done in {results['seconds']:.0f}s; wrote {args.out}", file=sys.stderr)

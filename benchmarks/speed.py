@@ -584,11 +584,11 @@ def main() -> int:
     )
     args = parser.parse_args()
     if args.report_only:
-        from rnnjax._files import write_atomically
+        from rnnjax._files import write_text
 
         with open(os.path.join(args.out, "speed.json")) as stored:
             text = markdown(json.load(stored))
-        write_atomically(os.path.join(args.out, "speed.md"), lambda f: f.write(text.encode()))
+        write_text(os.path.join(args.out, "speed.md"), text)
         print(f"wrote {args.out}/speed.md")
         return 0
     from rnnjax import host_memory
@@ -630,11 +630,11 @@ def main() -> int:
     results["memory"] = memory_table(QUICK_MEMORY_LENGTHS if args.quick else FULL_MEMORY_LENGTHS)
 
     os.makedirs(args.out, exist_ok=True)
-    from rnnjax._files import write_atomically, write_json
+    from rnnjax._files import write_json, write_text
 
     write_json(os.path.join(args.out, "speed.json"), results)
     text = markdown(results)
-    write_atomically(os.path.join(args.out, "speed.md"), lambda f: f.write(text.encode()))
+    write_text(os.path.join(args.out, "speed.md"), text)
     print(f"wrote {args.out}/speed.json and speed.md")
     return 0
 

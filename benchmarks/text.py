@@ -223,7 +223,7 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     _files.write_json(os.path.join(args.out, "text.json"), results)
     report = render_report(results, command)
-    _files.write_atomically(os.path.join(args.out, "report.md"), lambda f: f.write(report.encode()))
+    _files.write_text(os.path.join(args.out, "report.md"), report)
     plot(results, os.path.join(args.out, "learning_curves.png"))
     print(report)
     return 0

@@ -18,18 +18,11 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 import speed
 
 FACTORS = (1, 2, 4)
 PLACEMENTS = {"one device": False, "over the cores": True}
-
-
-def time_once(fn) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
 
 
 def measure_shape(cell_name, shape, rounds, split_available):
@@ -50,8 +43,8 @@ def measure_shape(cell_name, shape, rounds, split_available):
     forward_times = {key: [] for key in built}
     for _ in range(rounds):
         for key, (train_step, forward) in built.items():
-            train_times[key].append(time_once(train_step))
-            forward_times[key].append(time_once(forward))
+            train_times[key].append(speed.time_once(train_step))
+            forward_times[key].append(speed.time_once(forward))
     return {
         key: {
             "train_ms": 1000 * statistics.median(train_times[key]),
@@ -144,12 +137,12 @@ def main(argv=None) -> int:
                 "results": by_placement,
             }
         )
-    from rnnjax._files import write_atomically, write_json
+    from rnnjax._files import write_json, write_text
 
     os.makedirs(args.out, exist_ok=True)
     write_json(os.path.join(args.out, "unroll.json"), results)
     text = markdown(results)
-    write_atomically(os.path.join(args.out, "unroll.md"), lambda f: f.write(text.encode()))
+    write_text(os.path.join(args.out, "unroll.md"), text)
     print(f"wrote {args.out}/unroll.json and unroll.md")
     return 0
 

@@ -36,3 +36,8 @@ def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], Any])
 def write_json(path: str | os.PathLike, payload: Any) -> str:
     """Writes `payload` as indented JSON, atomically."""
     return write_atomically(path, lambda f: f.write(json.dumps(payload, indent=1).encode()))
+
+
+def write_text(path: str | os.PathLike, text: str) -> str:
+    """Writes `text` as UTF-8, atomically."""
+    return write_atomically(path, lambda f: f.write(text.encode()))

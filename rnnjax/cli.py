@@ -337,10 +337,7 @@ def _bench_vanishing(
     else:
         os.makedirs(args.out, exist_ok=True)
         results = save(vanishing.run_study(study, previous=runs, on_record=save)["runs"])
-    _files.write_atomically(
-        os.path.join(args.out, "report.md"),
-        lambda f: f.write(report.render(results, command).encode()),
-    )
+    _files.write_text(os.path.join(args.out, "report.md"), report.render(results, command))
     written = [results_path, os.path.join(args.out, "report.md")]
     if not args.no_plots:
         from rnnjax import plots  # matplotlib only when figures are drawn
