@@ -143,18 +143,11 @@ def unroll(
         valid = valid.reshape(num_steps, flat)
     kernel = kernel_for(cell) if fused else None
     if kernel is not None:
+        fused_steps = 1 if unroll is None else unroll
 
         def run(params: Any, state: Any, xs: Array, valid: Array | None) -> tuple[Any, Array]:
-            steps_per_iteration = 1 if unroll is None else unroll
             return fused_unroll(
-                kernel,
-                cell.step,
-                params,
-                xs,
-                state,
-                valid,
-                reverse=reverse,
-                unroll=steps_per_iteration,
+                kernel, cell.step, params, xs, state, valid, reverse=reverse, unroll=fused_steps
             )
 
     else:
