@@ -246,7 +246,7 @@ def preferred_unroll(cell: Cell) -> int:
     2 for cells from `rnn` and `gru`: their loop bodies are cheap, so the cost of each
     loop iteration itself is a large part of a step, and two steps per iteration
     trained up to 1.5x faster on a CPU (`benchmarks/unroll.py`; bit-for-bit the same
-    results). 1 for the LSTM, whose training step it made faster at some shapes and
+    results there). 1 for the LSTM, whose training step it made faster at some shapes and
     slower at others, and for cells you assemble yourself. `rnnjax.unroll` uses this
     factor only when `T` divides by it: a remainder step made the loop slower.
 

@@ -59,7 +59,7 @@ def unroll(
       unroll: how many steps `lax.scan` places in one loop iteration (`True`:
         all of them). Only speed and compile time change: results are the same
         up to floating-point rounding (bit for bit for the built-in RNN and GRU
-        in our tests). `None` lets rnnjax choose: on the default path,
+        in our tests on the CPU). `None` lets rnnjax choose: on the default path,
         `rnnjax.cells.preferred_unroll(cell)` (2 for the built-in RNN and GRU,
         whose training steps ran up to 1.5x faster that way on a CPU) when `T`
         divides by it, else 1; with `fused=True`, 1.

@@ -143,7 +143,10 @@ def test_default_unroll_gives_float32_results_bit_for_bit_equal_to_one_step(cell
     for got, want in zip(
         jax.tree.leaves(outputs_and_grads(None)), jax.tree.leaves(outputs_and_grads(1))
     ):
-        np.testing.assert_array_equal(got, want)
+        if jax.default_backend() == "cpu":  # what the docs claim, and what CI runs
+            np.testing.assert_array_equal(got, want)
+        else:  # another backend's compiler may fuse the unrolled steps differently
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("with_lengths", [False, True])
