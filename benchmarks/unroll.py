@@ -1,17 +1,18 @@
 """Steps per loop iteration: rnnjax's default path with `unroll` = 1, 2 and 4.
 
-    python benchmarks/unroll.py --out results/unroll            # about 3 minutes on 2 cores
+    python benchmarks/unroll.py --out results/unroll            # about 2 minutes on 2 cores
     python benchmarks/unroll.py --quick --out results/unroll-quick
 
 `lax.scan(..., unroll=k)` places `k` steps in each iteration of the compiled loop.
 For every cell at the shapes of `benchmarks/speed.py` (all but its T = 10,000 LSTM
-row), this times the default path's training step and inference (as `speed.py`
-defines them, float32) with `unroll` = 1, 2 and 4, on one device and over the
-cores (one JAX CPU device per core, the batch split over them), in interleaved
-rounds after warm-up, and reports medians. `rnnjax.cells.preferred_unroll`, the
-factor `rnnjax.unroll` uses when its caller leaves `unroll` unset, is read off
-this table; the report shows it beside each row. Writes `unroll.json` and
-`unroll.md` to --out.
+row), and for an RNN and a GRU at lengths that 2 does not divide, this times the
+default path's training step and inference (as `speed.py` defines them, float32)
+with `unroll` = 1, 2 and 4, on one device and over the cores (one JAX CPU device
+per core, the batch split over them), in interleaved rounds after warm-up, and
+reports medians. `rnnjax.cells.preferred_unroll`, the factor `rnnjax.unroll` uses
+when its caller leaves `unroll` unset (where T divides by it), is read off this
+table; the report shows the factor it chose beside each row. Writes `unroll.json`
+and `unroll.md` to --out.
 """
 
 import argparse
@@ -22,6 +23,8 @@ import sys
 import speed
 
 FACTORS = (1, 2, 4)
+# Lengths that do not divide by 2, where `rnnjax.unroll` keeps one step per iteration.
+ODD_LENGTH_SHAPES = [("rnn", (32, 999, 1, 128)), ("gru", (64, 199, 64, 256))]
 PLACEMENTS = {"one device": False, "over the cores": True}
 
 
@@ -112,7 +115,11 @@ def main(argv=None) -> int:
     from rnnjax import parallel
 
     parallel.use_cpu_cores()  # before JAX's first computation
-    shapes = speed.QUICK_SHAPES if args.quick else [s for s in speed.FULL_SHAPES if s[1][1] <= 1000]
+    shapes = (
+        speed.QUICK_SHAPES
+        if args.quick
+        else [s for s in speed.FULL_SHAPES if s[1][1] <= 1000] + ODD_LENGTH_SHAPES
+    )
     rounds = args.rounds or (3 if args.quick else 7)
     devices = jax.local_device_count("cpu")
     meta = {**speed.versions(), "rounds": rounds, "quick": args.quick, "jax_cpu_devices": devices}
