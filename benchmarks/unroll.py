@@ -62,8 +62,7 @@ def preferred(cell_name, length) -> int:
     import rnnjax
     from rnnjax.cells import preferred_unroll
 
-    factor = preferred_unroll(getattr(rnnjax, cell_name)(4))
-    return factor if length % factor == 0 else 1
+    return preferred_unroll(getattr(rnnjax, cell_name)(4), num_steps=length)
 
 
 def markdown(results: dict) -> str:
@@ -146,8 +145,7 @@ def main(argv=None) -> int:
         )
     from rnnjax._files import write_json, write_text
 
-    os.makedirs(args.out, exist_ok=True)
-    write_json(os.path.join(args.out, "unroll.json"), results)
+    write_json(os.path.join(args.out, "unroll.json"), results)  # makes the folder
     text = markdown(results)
     write_text(os.path.join(args.out, "unroll.md"), text)
     print(f"wrote {args.out}/unroll.json and unroll.md")

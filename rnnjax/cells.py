@@ -240,26 +240,29 @@ _default_recurrent_init = jax.nn.initializers.orthogonal()
 _default_bias_init = jax.nn.initializers.zeros
 
 
-def preferred_unroll(cell: Cell) -> int:
+def preferred_unroll(cell: Cell, num_steps: int | None = None) -> int:
     """Steps per loop iteration that run `cell` fastest on `rnnjax.unroll`'s default path.
 
     2 for cells from `rnn` and `gru`: their loop bodies are cheap, so the cost of each
     loop iteration itself is a large part of a step, and two steps per iteration
     trained up to 1.5x faster on a CPU (`benchmarks/unroll.py`; bit-for-bit the same
     results there). 1 for the LSTM, whose training step it made faster at some shapes and
-    slower at others, and for cells you assemble yourself. `rnnjax.unroll` uses this
-    factor only when `T` divides by it: a remainder step made the loop slower.
+    slower at others, and for cells you assemble yourself. Given `num_steps`, the
+    factor holds only where it divides them, else 1: a remainder step made the loop
+    slower. `rnnjax.unroll` asks with its sequence's length (a chunk's, when
+    checkpointing).
 
     Example:
       >>> import rnnjax
       >>> from rnnjax.cells import preferred_unroll
-      >>> preferred_unroll(rnnjax.gru(8)), preferred_unroll(rnnjax.lstm(8))
+      >>> preferred_unroll(rnnjax.gru(8)), preferred_unroll(rnnjax.gru(8), num_steps=7)
       (2, 1)
     """
     try:
-        return _PREFERRED_UNROLL.get(cell.step, 1)
+        factor = _PREFERRED_UNROLL.get(cell.step, 1)
     except TypeError:  # a step that cannot be weakly referenced has no entry
         return 1
+    return factor if num_steps is None or num_steps % factor == 0 else 1
 
 
 def rnn(

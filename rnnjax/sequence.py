@@ -154,7 +154,7 @@ def unroll(
 
         def run(params: Any, state: Any, xs: Array, valid: Array | None) -> tuple[Any, Array]:
             # Chosen per run: with checkpointing, a chunk's length rather than T's.
-            steps_per_iteration = _default_unroll(cell, xs.shape[0]) if unroll is None else unroll
+            steps_per_iteration = preferred_unroll(cell, xs.shape[0]) if unroll is None else unroll
             return _reference_unroll(cell, params, xs, state, valid, reverse, steps_per_iteration)
 
     if checkpoint_every is not None and checkpoint_every < num_steps:
@@ -169,12 +169,6 @@ def unroll(
     if hs.ndim == 3 and not time_major:
         hs = jnp.swapaxes(hs, 0, 1)
     return hs, final_state
-
-
-def _default_unroll(cell: Cell, num_steps: int) -> int:
-    """The cell's preferred steps per loop iteration where `num_steps` divides by it."""
-    preferred = preferred_unroll(cell)
-    return preferred if num_steps % preferred == 0 else 1
 
 
 def _reference_unroll(
