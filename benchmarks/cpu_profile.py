@@ -2,7 +2,7 @@
 
     python benchmarks/cpu_profile.py --out results/cpu_profile     # about 2 minutes
 
-Ten measurements, float32, median of 7 after warm-up, written to `cpu_profile.json`
+Eleven measurements, float32, median of 7 after warm-up, written to `cpu_profile.json`
 and `cpu_profile.md` in --out:
 
 1. **The loop's matmul alone**: a `lax.scan` whose body is only `h @ w_hh` plus a
@@ -41,6 +41,13 @@ and `cpu_profile.md` in --out:
    shape, with `w_hh` contracted over its second axis as autodiff writes it (the
    matmul library then transposes `w_hh` at every step) or with a transposed copy
    made once before the loop (what the fused kernels give their backward pass).
+11. **A step in the allocator near 32 MiB**: the RNN's training step (default
+   path) over two CPU devices at (B, I, H) = (32, 1, 128) and T from 980 to 1020,
+   where each device's scratch block grows towards 32 MiB, with glibc's defaults
+   and with huge pages, each configuration in its own process: milliseconds, minor
+   page faults per call and the scratch block per device. glibc keeps a freed
+   block for reuse only up to its largest dynamic `mmap` threshold, 32 MiB; a
+   larger one goes back to the kernel and is faulted in again on the next call.
 """
 
 import argparse
@@ -409,6 +416,54 @@ def split_ms() -> dict:
     return json.loads(child.stdout.strip().splitlines()[-1])
 
 
+CLIFF_STEPS = (980, 990, 1000, 1020)
+
+
+def scratch_step(steps: int) -> dict:
+    """The RNN training step over two CPU devices at T = `steps`, in this process."""
+    from rnnjax import parallel
+
+    parallel.use_cpu_cores(2)
+    import jax
+    import jax.numpy as jnp
+
+    import rnnjax
+
+    cell = rnnjax.rnn(H)
+    params = cell.init(jax.random.key(0), 1, jnp.float32)
+    xs = jax.random.normal(jax.random.key(1), (B, steps, 1))
+    mesh = parallel.device_mesh(2)
+
+    def loss(params, xs):
+        return jnp.mean(rnnjax.unroll(cell, params, xs)[0][:, -1] ** 2)
+
+    step = jax.jit(jax.value_and_grad(loss))
+    compiled = parallel.on_mesh(lambda: step.lower(params, xs).compile(), mesh)()
+    train = parallel.on_mesh(step, mesh)
+    timing = faults_and_ms(lambda: jax.block_until_ready(train(params, xs)), repeats=11)
+    scratch = compiled.memory_analysis().temp_size_in_bytes
+    return {**timing, "scratch_mib_per_device": scratch / 2**20}
+
+
+def scratch_cliff_ms() -> dict:
+    from rnnjax import host_memory
+
+    timings = {}
+    for mode in ("glibc defaults", "huge pages"):
+        env = host_memory.environment_with_huge_pages() if mode == "huge pages" else None
+        timings[mode] = {}
+        for steps in CLIFF_STEPS:
+            child = subprocess.run(
+                [sys.executable, __file__, "--scratch-step", str(steps)],
+                capture_output=True,
+                text=True,
+                check=True,
+                env=env,
+            )
+            timings[mode][str(steps)] = json.loads(child.stdout.strip().splitlines()[-1])
+    return timings
+
+
 def torch_denormals_ms() -> dict | None:
     try:
         import torch
@@ -538,6 +593,24 @@ def markdown(results: dict) -> str:
             f"| {label} | {ms['training step']:.1f} | {ms['forward']:.1f} | "
             f"{ms['collectives in loops']} |"
         )
+    cliff = results.get("scratch_cliff_ms")
+    if cliff:
+        lines += [
+            "",
+            f"RNN training step (default path) over two CPU devices at (B, I, H) = ({B}, 1, {H}), "
+            "each configuration in its own process; milliseconds, minor page faults per call "
+            "(medians of 11), and each device's scratch block:",
+            "",
+            "| T | scratch per device (MiB) | ms, glibc defaults | faults "
+            "| ms, huge pages | faults |",
+            "|---|---|---|---|---|---|",
+        ]
+        for steps, default in cliff["glibc defaults"].items():
+            huge = cliff["huge pages"][steps]
+            lines.append(
+                f"| {steps} | {default['scratch_mib_per_device']:.2f} | {default['ms']:.1f} | "
+                f"{default['faults']:,.0f} | {huge['ms']:.1f} | {huge['faults']:,.0f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -547,6 +620,9 @@ def main() -> int:
         return 0
     if sys.argv[1:2] == ["--allocator-step"]:
         print(json.dumps(allocator_step(sys.argv[2])))
+        return 0
+    if sys.argv[1:2] == ["--scratch-step"]:
+        print(json.dumps(scratch_step(int(sys.argv[2]))))
         return 0
     if sys.argv[1:] == ["--split-step"]:
         print(json.dumps(split_step()))
@@ -580,6 +656,7 @@ def main() -> int:
         "torch_denormals_ms": torch_denormals_ms(),
         "allocator_ms": allocator_ms(),
         "split_ms": split_ms(),
+        "scratch_cliff_ms": scratch_cliff_ms(),
     }
     os.makedirs(args.out, exist_ok=True)
     from rnnjax._files import write_json, write_text
