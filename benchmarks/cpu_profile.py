@@ -1,8 +1,8 @@
 """Where an LSTM step's time goes on the CPU: the measurements behind the README's speed notes.
 
-    python benchmarks/cpu_profile.py --out results/cpu_profile     # about 2 minutes
+    python benchmarks/cpu_profile.py --out results/cpu_profile     # about 4 minutes
 
-Eleven measurements, float32, median of 7 after warm-up, written to `cpu_profile.json`
+Twelve measurements, float32, median of 7 after warm-up, written to `cpu_profile.json`
 and `cpu_profile.md` in --out:
 
 1. **The loop's matmul alone**: a `lax.scan` whose body is only `h @ w_hh` plus a
@@ -48,6 +48,14 @@ and `cpu_profile.md` in --out:
    page faults per call and the scratch block per device. glibc keeps a freed
    block for reuse only up to its largest dynamic `mmap` threshold, 32 MiB; a
    larger one goes back to the kernel and is faulted in again on the next call.
+12. **The recurrent product's derivative**: the default path's training step of
+   each cell over two CPU devices at (32, 1000, 1, 128) and (64, 200, 64, 256),
+   with the cells' recurrent matmul as they run it (`rnnjax.cells.recurrent_product`,
+   whose backward pass multiplies by a transposed copy of `w_hh` made once) and as
+   plain `h @ w_hh` (autodiff's backward then contracts `w_hh` over its second axis
+   at every step; traced with `rnnjax.cells.recurrent_product` swapped for
+   `jnp.matmul`), interleaved, in a child process with glibc's defaults and in one
+   with huge pages (which takes the allocator's page faults out of the comparison).
 """
 
 import argparse
@@ -464,6 +472,67 @@ def scratch_cliff_ms() -> dict:
     return timings
 
 
+PRODUCT_SHAPES = ((32, 1000, 1, 128), (64, 200, 64, 256))
+
+
+def recurrent_product_step(rounds=7) -> dict:
+    """Each cell's training step over two devices, recurrent product plain or as rnnjax's."""
+    from rnnjax import parallel
+
+    parallel.use_cpu_cores(2)
+    import jax
+    import jax.numpy as jnp
+
+    import rnnjax
+    from rnnjax import cells
+
+    ours = cells.recurrent_product
+    mesh = parallel.device_mesh(2)
+    results = {}
+    for name in ("rnn", "gru", "lstm"):
+        for batch, steps, inputs, hidden in PRODUCT_SHAPES:
+            cell = getattr(rnnjax, name)(hidden)
+            params = cell.init(jax.random.key(0), inputs, jnp.float32)
+            xs = jax.random.normal(jax.random.key(1), (batch, steps, inputs))
+
+            def loss(params, xs, cell=cell):
+                return jnp.mean(rnnjax.unroll(cell, params, xs)[0][:, -1] ** 2)
+
+            built = {}
+            for label, product in (("h @ w_hh", jnp.matmul), ("recurrent_product", ours)):
+                cells.recurrent_product = product  # read by the cells' steps when traced
+                try:
+                    step = parallel.on_mesh(jax.jit(jax.value_and_grad(loss)), mesh)
+                    jax.block_until_ready(step(params, xs))  # compiles with this product
+                finally:
+                    cells.recurrent_product = ours
+                built[label] = (step, [])
+            for _ in range(rounds):
+                for step, times in built.values():
+                    times.append(
+                        median_ms(lambda s=step, p=params, x=xs: jax.block_until_ready(s(p, x)), 1)
+                    )
+            row = {label: statistics.median(times) for label, (_, times) in built.items()}
+            results[f"{name} ({batch}, {steps}, {inputs}, {hidden})"] = row
+    return results
+
+
+def recurrent_product_ms() -> dict:
+    from rnnjax import host_memory
+
+    timings = {}
+    for mode in ("glibc defaults", "huge pages"):
+        child = subprocess.run(
+            [sys.executable, __file__, "--recurrent-product-step"],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=host_memory.environment_with_huge_pages() if mode == "huge pages" else None,
+        )
+        timings[mode] = json.loads(child.stdout.strip().splitlines()[-1])
+    return timings
+
+
 def torch_denormals_ms() -> dict | None:
     try:
         import torch
@@ -611,6 +680,26 @@ def markdown(results: dict) -> str:
                 f"| {steps} | {default['scratch_mib_per_device']:.2f} | {default['ms']:.1f} | "
                 f"{default['faults']:,.0f} | {huge['ms']:.1f} | {huge['faults']:,.0f} |"
             )
+    product = results.get("recurrent_product_ms")
+    if product:
+        lines += [
+            "",
+            "Training step (default path) over two CPU devices with the recurrent matmul "
+            "as plain `h @ w_hh` or as `rnnjax.cells.recurrent_product` (backward against a "
+            "transposed copy of `w_hh`); milliseconds, median of 7 interleaved rounds, each "
+            "allocator setting in its own process:",
+            "",
+            "| cell (B, T, I, H) | glibc defaults: `h @ w_hh` | `recurrent_product` | speed-up "
+            "| huge pages: `h @ w_hh` | `recurrent_product` | speed-up |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row, default in product["glibc defaults"].items():
+            huge = product["huge pages"][row]
+            cells = [row]
+            for timing in (default, huge):
+                plain, ours = timing["h @ w_hh"], timing["recurrent_product"]
+                cells += [f"{plain:.1f}", f"{ours:.1f}", f"{plain / ours:.2f}x"]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -623,6 +712,9 @@ def main() -> int:
         return 0
     if sys.argv[1:2] == ["--scratch-step"]:
         print(json.dumps(scratch_step(int(sys.argv[2]))))
+        return 0
+    if sys.argv[1:] == ["--recurrent-product-step"]:
+        print(json.dumps(recurrent_product_step()))
         return 0
     if sys.argv[1:] == ["--split-step"]:
         print(json.dumps(split_step()))
@@ -657,6 +749,7 @@ def main() -> int:
         "allocator_ms": allocator_ms(),
         "split_ms": split_ms(),
         "scratch_cliff_ms": scratch_cliff_ms(),
+        "recurrent_product_ms": recurrent_product_ms(),
     }
     os.makedirs(args.out, exist_ok=True)
     from rnnjax._files import write_json, write_text

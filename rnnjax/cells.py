@@ -288,7 +288,7 @@ def preferred_unroll(cell: Cell, num_steps: int | None = None) -> int:
 
     2 for cells from `rnn` and `gru`: their loop bodies are cheap, so the cost of each
     loop iteration itself is a large part of a step, and two steps per iteration
-    trained up to 1.5x faster on a CPU (`benchmarks/unroll.py`; bit-for-bit the same
+    trained up to 1.6x faster on a CPU (`benchmarks/unroll.py`; bit-for-bit the same
     results there). 1 for the LSTM, whose training step it made faster at some shapes and
     slower at others, and for cells you assemble yourself. Given `num_steps`, the
     factor holds only where it divides them, else 1: a remainder step made the loop

@@ -1,7 +1,7 @@
 """Fewer page faults per compiled call: keep freed host memory, or fault it in huge pages.
 
 On the CPU, XLA allocates the scratch memory of every call of a compiled function
-afresh (one block for all its intermediates: 229 MB for an LSTM training step at
+afresh (one block for all its intermediates: 230 MB for an LSTM training step at
 (B, T, H) = (32, 1000, 128)) and frees it when the call returns. glibc's `malloc`
 serves a block that large with `mmap` and returns it to the kernel on `free`, so
 the next call touches new pages: about 56,000 page faults per training step at that

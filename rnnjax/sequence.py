@@ -61,7 +61,7 @@ def unroll(
         up to floating-point rounding (bit for bit for the built-in RNN and GRU
         in our tests on the CPU). `None` lets rnnjax choose: on the default path,
         `rnnjax.cells.preferred_unroll(cell)` (2 for the built-in RNN and GRU,
-        whose training steps ran up to 1.5x faster that way on a CPU) when `T`
+        whose training steps ran up to 1.6x faster that way on a CPU) when `T`
         divides by it, else 1; with `fused=True`, 1.
       checkpoint_every: gradient checkpointing over chunks of this many steps:
         the backward pass keeps only the state at the start of each chunk and
