@@ -66,6 +66,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Any
 
 B, T, H = 32, 1000, 128
 
@@ -82,6 +83,22 @@ def faults_and_ms(fn, repeats=7, warmups=3) -> dict:
         times.append(1000 * (time.perf_counter() - started))
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     return {"ms": statistics.median(times), "faults": statistics.median(faults)}
+
+
+def in_child(*args: str, env: dict | None = None) -> Any:
+    """This script run as `python cpu_profile.py *args` in its own process (in `env`,
+    default this one's): the JSON its last line of output holds."""
+    child = subprocess.run(
+        [sys.executable, __file__, *args], capture_output=True, text=True, check=True, env=env
+    )
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def huge_pages_env(mode: str) -> dict | None:
+    """The environment of a child run in `mode`: huge pages, or this process's."""
+    from rnnjax import host_memory
+
+    return host_memory.environment_with_huge_pages() if mode == "huge pages" else None
 
 
 def median_ms(fn, repeats=7) -> float:
@@ -250,14 +267,7 @@ def lstm_step_ms() -> dict:
 def xla_flags_ms() -> dict:
     timings = {}
     for flags in XLA_FLAG_CHOICES:
-        child = subprocess.run(
-            [sys.executable, __file__, "--lstm-step"],
-            capture_output=True,
-            text=True,
-            check=True,
-            env={**os.environ, "XLA_FLAGS": flags},
-        )
-        timings[flags or "(none)"] = json.loads(child.stdout.strip().splitlines()[-1])
+        timings[flags or "(none)"] = in_child("--lstm-step", env={**os.environ, "XLA_FLAGS": flags})
     return timings
 
 
@@ -351,19 +361,8 @@ def allocator_step(mode: str) -> dict:
 
 
 def allocator_ms() -> dict:
-    from rnnjax import host_memory
-
-    timings = {}
-    for mode in ("glibc defaults", "retained", "huge pages"):
-        child = subprocess.run(
-            [sys.executable, __file__, "--allocator-step", mode],
-            capture_output=True,
-            text=True,
-            check=True,
-            env=host_memory.environment_with_huge_pages() if mode == "huge pages" else None,
-        )
-        timings[mode] = json.loads(child.stdout.strip().splitlines()[-1])
-    return timings
+    modes = ("glibc defaults", "retained", "huge pages")
+    return {mode: in_child("--allocator-step", mode, env=huge_pages_env(mode)) for mode in modes}
 
 
 def split_step(rounds=5) -> dict:
@@ -418,10 +417,7 @@ def split_step(rounds=5) -> dict:
 
 
 def split_ms() -> dict:
-    child = subprocess.run(
-        [sys.executable, __file__, "--split-step"], capture_output=True, text=True, check=True
-    )
-    return json.loads(child.stdout.strip().splitlines()[-1])
+    return in_child("--split-step")
 
 
 CLIFF_STEPS = (980, 990, 1000, 1020)
@@ -454,22 +450,13 @@ def scratch_step(steps: int) -> dict:
 
 
 def scratch_cliff_ms() -> dict:
-    from rnnjax import host_memory
-
-    timings = {}
-    for mode in ("glibc defaults", "huge pages"):
-        env = host_memory.environment_with_huge_pages() if mode == "huge pages" else None
-        timings[mode] = {}
-        for steps in CLIFF_STEPS:
-            child = subprocess.run(
-                [sys.executable, __file__, "--scratch-step", str(steps)],
-                capture_output=True,
-                text=True,
-                check=True,
-                env=env,
-            )
-            timings[mode][str(steps)] = json.loads(child.stdout.strip().splitlines()[-1])
-    return timings
+    return {
+        mode: {
+            str(steps): in_child("--scratch-step", str(steps), env=huge_pages_env(mode))
+            for steps in CLIFF_STEPS
+        }
+        for mode in ("glibc defaults", "huge pages")
+    }
 
 
 PRODUCT_SHAPES = ((32, 1000, 1, 128), (64, 200, 64, 256))
@@ -518,19 +505,8 @@ def recurrent_product_step(rounds=7) -> dict:
 
 
 def recurrent_product_ms() -> dict:
-    from rnnjax import host_memory
-
-    timings = {}
-    for mode in ("glibc defaults", "huge pages"):
-        child = subprocess.run(
-            [sys.executable, __file__, "--recurrent-product-step"],
-            capture_output=True,
-            text=True,
-            check=True,
-            env=host_memory.environment_with_huge_pages() if mode == "huge pages" else None,
-        )
-        timings[mode] = json.loads(child.stdout.strip().splitlines()[-1])
-    return timings
+    modes = ("glibc defaults", "huge pages")
+    return {mode: in_child("--recurrent-product-step", env=huge_pages_env(mode)) for mode in modes}
 
 
 def torch_denormals_ms() -> dict | None:
@@ -729,15 +705,13 @@ def main() -> int:
 
     import jax
 
-    child = subprocess.run(
-        [sys.executable, __file__, "--one-core-matmul"], capture_output=True, text=True, check=True
-    )
+    one_core = in_child("--one-core-matmul")
     results = {
         "jax": jax.__version__,
         "cpu_count": os.cpu_count(),
         "loop_matmul_ms": {
             "all cores": loop_matmul_ms(),
-            "one core": json.loads(child.stdout.strip().splitlines()[-1]),
+            "one core": one_core,
         },
         "backward_matmul_ms": backward_matmul_ms(),
         "gate_nonlinearities_ms": gate_nonlinearities_ms(),
