@@ -1,4 +1,4 @@
-"""Tiny smoke runs of the forecasting and text benchmarks: every output, sane contents."""
+"""Tiny smoke runs of the benchmarks (every output, sane contents), and the CPU profile's report."""
 
 import importlib.util
 import json
@@ -178,3 +178,20 @@ def test_unroll_smoke(monkeypatch):
     speed_up = gru["1"]["train_ms"] / gru["2"]["train_ms"]
     assert "| gru (2, 6, 3, 4) | 2 | " in report and f"{speed_up:.2f}x |" in report
     assert "over the cores" not in report  # no column for a placement that did not run
+
+
+def test_cpu_profile_report_regenerates_from_its_committed_json():
+    """The committed profile's Markdown is what `markdown` makes of its JSON; a JSON from
+    before the allocator-step and recurrent-product measurements renders without them."""
+    cpu_profile = load("cpu_profile")
+    folder = BENCHMARKS / "results" / "cpu_profile"
+    results = json.loads((folder / "cpu_profile.json").read_text())
+    assert cpu_profile.markdown(results) == (folder / "cpu_profile.md").read_text()
+    older = {
+        key: value
+        for key, value in results.items()
+        if key not in ("scratch_cliff_ms", "recurrent_product_ms")
+    }
+    report = cpu_profile.markdown(older)
+    assert "scratch per device" not in report and "recurrent_product" not in report
+    assert report.startswith("# Where an LSTM step's time goes on the CPU")
