@@ -1,6 +1,7 @@
 """The fused kernels and gradient checkpointing equal the readable reference path."""
 
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -31,11 +32,11 @@ def assert_trees_close(got, want, tol=1e-12):
         np.testing.assert_allclose(g, w, rtol=tol, atol=tol)
 
 
-def setup(cell_name, seed=0):
+def setup(cell_name, seed=0, input_size=I):
     cell = make_cell(cell_name, H)
     keys = jax.random.split(jax.random.key(seed), 3)
-    params = random_params(cell, keys[0], I)
-    xs = random_inputs(keys[1], (B, T, I))
+    params = random_params(cell, keys[0], input_size)
+    xs = random_inputs(keys[1], (B, T, input_size))
     state = jax.tree.map(
         lambda s: 0.5 * jax.random.normal(keys[2], s.shape, s.dtype),
         cell.initial_state(params, (B,)),
@@ -61,6 +62,62 @@ def test_fused_equals_reference_outputs_and_gradients(cell_name, reverse, with_l
     got = outputs_and_grads(cell, params, xs, state, fused=True, **options)
     want = outputs_and_grads(cell, params, xs, state, fused=False, **options)
     assert_trees_close(got, want)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_fused_equals_reference_with_inputs_projected_before_the_loop(cell_name, reverse):
+    # Inputs wider than IN_LOOP_INPUT_MAX take the other projection branch.
+    wide = fused.IN_LOOP_INPUT_MAX + 1
+    cell, params, xs, state = setup(cell_name, input_size=wide)
+    got = outputs_and_grads(cell, params, xs, state, fused=True, reverse=reverse)
+    want = outputs_and_grads(cell, params, xs, state, fused=False, reverse=reverse)
+    assert_trees_close(got, want)
+
+
+def forward_scan_shapes(cell, params, xs, **options):
+    """The shapes of the scanned inputs and stacked outputs of the first scan in the
+    gradient's jaxpr: the fused forward pass."""
+
+    def loss(params):
+        hs, _ = rnnjax.unroll(cell, params, xs, fused=True, **options)
+        return jnp.sum(hs**2)
+
+    scans = []
+
+    def visit(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "scan":
+                scans.append(eqn)
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                visit(sub)
+
+    visit(jax.make_jaxpr(jax.grad(loss))(params).jaxpr)
+    scan = scans[0]
+    consts, carries = scan.params["num_consts"], scan.params["num_carry"]
+    scanned = [v.aval.shape for v in scan.invars[consts + carries :]]
+    stacked = [v.aval.shape for v in scan.outvars[carries:]]
+    return scanned, stacked
+
+
+@pytest.mark.parametrize("input_size", [1, fused.IN_LOOP_INPUT_MAX, fused.IN_LOOP_INPUT_MAX + 1])
+def test_fused_forward_scan_reads_narrow_inputs_unprojected(input_size):
+    cell = rnnjax.lstm(H)
+    params = random_params(cell, jax.random.key(0), input_size)
+    xs = random_inputs(jax.random.key(1), (B, T, input_size))
+    scanned, _ = forward_scan_shapes(cell, params, xs)
+    if input_size <= fused.IN_LOOP_INPUT_MAX:
+        assert scanned == [(T, B, input_size)]
+    else:
+        assert scanned == [(T, B, 4 * H)]
+
+
+def test_fused_forward_scan_saves_the_previous_hidden_state_only_when_padded(cell_name):
+    # Unpadded, the state each step reads is the previous step's output, already saved.
+    cell, params, xs, _ = setup(cell_name)
+    _, unpadded = forward_scan_shapes(cell, params, xs)
+    _, padded = forward_scan_shapes(cell, params, xs, lengths=jnp.array([T, 2, 6]))
+    assert padded.count((T, B, H)) == unpadded.count((T, B, H)) + 1
+    assert len(padded) == len(unpadded) + 1
 
 
 def test_fused_relu_rnn_equals_reference():
