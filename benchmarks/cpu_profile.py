@@ -2,7 +2,7 @@
 
     python benchmarks/cpu_profile.py --out results/cpu_profile     # about 4 minutes
 
-Twelve measurements, float32, median of 7 after warm-up, written to `cpu_profile.json`
+Fourteen measurements, float32, median of 7 after warm-up, written to `cpu_profile.json`
 and `cpu_profile.md` in --out:
 
 1. **The loop's matmul alone**: a `lax.scan` whose body is only `h @ w_hh` plus a
@@ -56,6 +56,16 @@ and `cpu_profile.md` in --out:
    at every step; traced with `rnnjax.cells.recurrent_product` swapped for
    `jnp.matmul`), interleaved, in a child process with glibc's defaults and in one
    with huge pages (which takes the allocator's page faults out of the comparison).
+13. **Where the fused kernels project the inputs**: the `fused=True` training step of
+   the LSTM and the GRU at I = 1, 8, 32 and 64, on one CPU device and over two, with
+   `xs @ w_ih` computed as one matmul before the loop or step by step inside it
+   (traced with `rnnjax.fused.IN_LOOP_INPUT_MAX` set to choose), interleaved.
+14. **The matmul floor over two devices**: for the LSTM at the speed benchmark's two
+   shapes, the matrix products a training step cannot avoid, timed alone on each
+   device's half of the batch (the forward and backward loops, one `(B/2, H) x (H, 4H)`
+   and one `(B/2, 4H) x (4H, H)` product per step with a tanh between, and the
+   input projection and weight gradients as one matmul each), against rnnjax's fused
+   training step over two devices and PyTorch's (when installed), interleaved.
 """
 
 import argparse
@@ -509,6 +519,172 @@ def recurrent_product_ms() -> dict:
     return {mode: in_child("--recurrent-product-step", env=huge_pages_env(mode)) for mode in modes}
 
 
+PROJECTION_SHAPES = (
+    (32, 1000, 1, 128),
+    (32, 1000, 8, 128),
+    (32, 1000, 32, 128),
+    (64, 200, 64, 256),
+)
+
+
+def projection_step(rounds=7) -> dict:
+    """The fused training step with the inputs projected before the loop or inside it."""
+    from rnnjax import parallel
+
+    parallel.use_cpu_cores(2)
+    import jax
+    import jax.numpy as jnp
+
+    import rnnjax
+    from rnnjax import fused
+
+    chosen = fused.IN_LOOP_INPUT_MAX
+    results = {}
+    for placement, mesh in (("one device", None), ("two devices", parallel.device_mesh(2))):
+        for name in ("lstm", "gru"):
+            for batch, steps, inputs, hidden in PROJECTION_SHAPES:
+                cell = getattr(rnnjax, name)(hidden)
+                params = cell.init(jax.random.key(0), inputs, jnp.float32)
+                xs = jax.random.normal(jax.random.key(1), (batch, steps, inputs))
+
+                def loss(params, xs, cell=cell):
+                    hs = rnnjax.unroll(cell, params, xs, fused=True)[0]
+                    return jnp.mean(hs[:, -1] ** 2)
+
+                built = {}
+                for label, widest in (("before the loop", 0), ("inside the loop", 2**31)):
+                    fused.IN_LOOP_INPUT_MAX = widest  # read by the fused kernel when traced
+                    try:
+                        step = parallel.on_mesh(jax.jit(jax.value_and_grad(loss)), mesh)
+                        jax.block_until_ready(step(params, xs))  # compiles with this choice
+                    finally:
+                        fused.IN_LOOP_INPUT_MAX = chosen
+                    built[label] = (step, [])
+                for _ in range(rounds):
+                    for step, times in built.values():
+                        times.append(
+                            median_ms(
+                                lambda s=step, p=params, x=xs: jax.block_until_ready(s(p, x)), 1
+                            )
+                        )
+                row = f"{name} ({batch}, {steps}, {inputs}, {hidden}), {placement}"
+                results[row] = {label: statistics.median(t) for label, (_, t) in built.items()}
+    return results
+
+
+def projection_ms() -> dict:
+    return in_child("--projection-step")
+
+
+FLOOR_SHAPES = ((32, 1000, 1, 128), (64, 200, 64, 256))
+
+
+def matmul_floor_row(shape: tuple, mesh: Any, torch: Any, rounds: int) -> dict:
+    """Milliseconds of the floor's two parts, rnnjax and PyTorch at one LSTM shape."""
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    import rnnjax
+    from rnnjax import parallel
+
+    batch, steps, inputs, hidden = shape
+    gates = 4 * hidden
+    keys = jax.random.split(jax.random.key(0), 6)
+    w_hh = 0.05 * jax.random.normal(keys[0], (hidden, gates))
+    w_hh_t = w_hh.T.copy()
+    w_ih = 0.05 * jax.random.normal(keys[1], (inputs, gates))
+    split = NamedSharding(mesh, PartitionSpec(None, parallel.BATCH_AXIS))
+    xs, hs, d_gates = (
+        jax.device_put(jax.random.normal(key, (steps, batch, width)), split)
+        for key, width in zip(keys[2:5], (inputs, hidden, gates))
+    )
+
+    def loops(w_hh, w_hh_t, xs):
+        def forward(h, _):
+            g = h @ w_hh  # every gate block feeds the next step, so none is skipped
+            return jnp.tanh(sum(g[:, k * hidden : (k + 1) * hidden] for k in range(4))), None
+
+        def backward(d, _):
+            return jnp.tanh(jnp.tile(d @ w_hh_t, (1, 4))), None
+
+        local = xs.shape[1]
+        h, _ = jax.lax.scan(forward, jnp.zeros((local, hidden)), None, length=steps)
+        d, _ = jax.lax.scan(backward, jnp.zeros((local, gates)), None, length=steps)
+        return jnp.sum(h) + jnp.sum(d)
+
+    def one_shot(w_ih, xs, hs, d_gates):
+        rows = xs.shape[0] * xs.shape[1]
+        xs, hs, d_gates = (a.reshape(rows, a.shape[-1]) for a in (xs, hs, d_gates))
+        return jnp.sum(xs @ w_ih) + jnp.sum(hs.T @ d_gates) + jnp.sum(xs.T @ d_gates)
+
+    def on_devices(fn, batched):
+        def local(*args):
+            return jax.lax.psum(fn(*args), parallel.BATCH_AXIS)
+
+        specs = tuple(split.spec if b else PartitionSpec() for b in batched)
+        return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=PartitionSpec()))
+
+    run_loops = on_devices(loops, (False, False, True))
+    run_one_shot = on_devices(one_shot, (False, True, True, True))
+    cell = rnnjax.lstm(hidden)
+    params = cell.init(jax.random.key(0), inputs, jnp.float32)
+    batch_major = jax.random.normal(keys[5], (batch, steps, inputs))
+
+    def loss(params, xs):
+        return jnp.mean(rnnjax.unroll(cell, params, xs, fused=True)[0][:, -1] ** 2)
+
+    train = parallel.on_mesh(jax.jit(jax.value_and_grad(loss)), mesh)
+    timed = {
+        "matmul loops": lambda: jax.block_until_ready(run_loops(w_hh, w_hh_t, xs)),
+        "one-shot matmuls": lambda: jax.block_until_ready(run_one_shot(w_ih, xs, hs, d_gates)),
+        "rnnjax fused=True over the cores": lambda: jax.block_until_ready(
+            train(params, batch_major)
+        ),
+    }
+    if torch is not None:
+        torch.manual_seed(0)
+        module = torch.nn.LSTM(inputs, hidden, batch_first=True)
+        torch_xs, target = torch.randn(batch, steps, inputs), torch.zeros(batch, hidden)
+
+        def torch_step():
+            module.zero_grad()
+            outputs, _ = module(torch_xs)
+            ((outputs[:, -1] - target) ** 2).mean().backward()
+
+        timed["PyTorch"] = torch_step
+    times = {label: [] for label in timed}
+    for fn in timed.values():
+        fn()
+        fn()
+    for _ in range(rounds):
+        for label, fn in timed.items():
+            times[label].append(median_ms(fn, 1))
+    return {label: statistics.median(ms) for label, ms in times.items()}
+
+
+def matmul_floor_step(rounds=7) -> dict:
+    """The LSTM training step's unavoidable matmuls over two devices, rnnjax, PyTorch."""
+    from rnnjax import parallel
+
+    parallel.use_cpu_cores(2)
+    try:
+        import torch
+
+        torch.set_flush_denormal(True)
+    except ImportError:
+        torch = None
+    mesh = parallel.device_mesh(2)
+    return {
+        f"lstm ({', '.join(map(str, shape))})": matmul_floor_row(shape, mesh, torch, rounds)
+        for shape in FLOOR_SHAPES
+    }
+
+
+def matmul_floor_ms() -> dict:
+    return in_child("--matmul-floor-step")
+
+
 def torch_denormals_ms() -> dict | None:
     try:
         import torch
@@ -676,6 +852,42 @@ def markdown(results: dict) -> str:
                 plain, ours = timing["h @ w_hh"], timing["recurrent_product"]
                 cells += [f"{plain:.1f}", f"{ours:.1f}", f"{plain / ours:.2f}x"]
             lines.append("| " + " | ".join(cells) + " |")
+    projection = results.get("projection_ms")
+    if projection:
+        lines += [
+            "",
+            "`fused=True` training step with `xs @ w_ih` as one matmul before the loop or "
+            "step by step inside it; milliseconds, median of 7 interleaved rounds:",
+            "",
+            "| cell (B, T, I, H), where | before the loop | inside the loop | speed-up |",
+            "|---|---|---|---|",
+        ]
+        for row, timing in projection.items():
+            before, inside = timing["before the loop"], timing["inside the loop"]
+            lines.append(f"| {row} | {before:.1f} | {inside:.1f} | {before / inside:.2f}x |")
+    floor = results.get("matmul_floor_ms")
+    if floor:
+        with_torch = all("PyTorch" in timing for timing in floor.values())
+        lines += [
+            "",
+            "LSTM training step over two CPU devices: the matrix products it cannot avoid, "
+            "each device on its half of the batch (milliseconds, median of 7 interleaved "
+            "rounds), against the whole step:",
+            "",
+            "| cell (B, T, I, H) | matmul loops | one-shot matmuls | floor (sum) "
+            "| rnnjax fused=True over the cores |"
+            + (" PyTorch | floor / PyTorch | rnnjax / PyTorch |" if with_torch else ""),
+            "|---|---|---|---|---|" + ("---|---|---|" if with_torch else ""),
+        ]
+        for row, timing in floor.items():
+            total = timing["matmul loops"] + timing["one-shot matmuls"]
+            ours = timing["rnnjax fused=True over the cores"]
+            cells = [row, f"{timing['matmul loops']:.1f}", f"{timing['one-shot matmuls']:.1f}"]
+            cells += [f"{total:.1f}", f"{ours:.1f}"]
+            if with_torch:
+                torch_ms = timing["PyTorch"]
+                cells += [f"{torch_ms:.1f}", f"{total / torch_ms:.2f}", f"{ours / torch_ms:.2f}"]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -691,6 +903,12 @@ def main() -> int:
         return 0
     if sys.argv[1:] == ["--recurrent-product-step"]:
         print(json.dumps(recurrent_product_step()))
+        return 0
+    if sys.argv[1:] == ["--projection-step"]:
+        print(json.dumps(projection_step()))
+        return 0
+    if sys.argv[1:] == ["--matmul-floor-step"]:
+        print(json.dumps(matmul_floor_step()))
         return 0
     if sys.argv[1:] == ["--split-step"]:
         print(json.dumps(split_step()))
@@ -724,6 +942,8 @@ def main() -> int:
         "split_ms": split_ms(),
         "scratch_cliff_ms": scratch_cliff_ms(),
         "recurrent_product_ms": recurrent_product_ms(),
+        "projection_ms": projection_ms(),
+        "matmul_floor_ms": matmul_floor_ms(),
     }
     os.makedirs(args.out, exist_ok=True)
     from rnnjax._files import write_json, write_text

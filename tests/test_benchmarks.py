@@ -182,7 +182,8 @@ def test_unroll_smoke(monkeypatch):
 
 def test_cpu_profile_report_regenerates_from_its_committed_json():
     """The committed profile's Markdown is what `markdown` makes of its JSON; a JSON from
-    before the allocator-step and recurrent-product measurements renders without them."""
+    before the allocator-step, recurrent-product, projection and matmul-floor measurements
+    renders without them."""
     cpu_profile = load("cpu_profile")
     folder = BENCHMARKS / "results" / "cpu_profile"
     results = json.loads((folder / "cpu_profile.json").read_text())
@@ -190,8 +191,25 @@ def test_cpu_profile_report_regenerates_from_its_committed_json():
     older = {
         key: value
         for key, value in results.items()
-        if key not in ("scratch_cliff_ms", "recurrent_product_ms")
+        if key
+        not in ("scratch_cliff_ms", "recurrent_product_ms", "projection_ms", "matmul_floor_ms")
     }
     report = cpu_profile.markdown(older)
     assert "scratch per device" not in report and "recurrent_product" not in report
+    assert "inside the loop" not in report and "matmul loops" not in report
     assert report.startswith("# Where an LSTM step's time goes on the CPU")
+
+
+def test_cpu_profile_matmul_floor_table_without_pytorch():
+    """Without PyTorch the floor table keeps its rnnjax columns and drops PyTorch's."""
+    cpu_profile = load("cpu_profile")
+    results = json.loads((BENCHMARKS / "results" / "cpu_profile" / "cpu_profile.json").read_text())
+    floor = {
+        row: {label: ms for label, ms in timing.items() if label != "PyTorch"}
+        for row, timing in results["matmul_floor_ms"].items()
+    }
+    report = cpu_profile.markdown({**results, "matmul_floor_ms": floor})
+    row = next(iter(floor))
+    loops, one_shot = floor[row]["matmul loops"], floor[row]["one-shot matmuls"]
+    assert f"| {row} | {loops:.1f} | {one_shot:.1f} | {loops + one_shot:.1f} |" in report
+    assert "floor / PyTorch" not in report
