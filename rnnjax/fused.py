@@ -52,10 +52,11 @@ IN_LOOP_INPUT_MAX = 32
 
 Projected before the loop, the inputs become a `(T, N, G)` array that every call
 writes into fresh memory (and, with glibc's allocator, page-faults in); projected
-inside it, each step multiplies `(N, I) x (I, G)`. A training step with I <= 32 ran
-1.01-1.13x faster inside the loop in an interleaved comparison of LSTM and GRU at H =
-128 and 256, on one device and over two; at I = 64, H = 256 the LSTM ran 0.97-1.00x
-(so wider inputs keep the matmul before the loop).
+inside it, each step multiplies `(N, I) x (I, G)`. In `benchmarks/cpu_profile.py`
+(the projection table, LSTM and GRU, interleaved) the training step with I = 1, 8
+and 32 at H = 128 ran 1.01-1.10x faster inside the loop on one device and
+1.02-1.15x over two; at I = 64, H = 256 the LSTM ran 0.98x on one device, so wider
+inputs keep the matmul before the loop.
 """
 
 
