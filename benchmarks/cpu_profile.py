@@ -2,7 +2,7 @@
 
     python benchmarks/cpu_profile.py --out results/cpu_profile     # about 4 minutes
 
-Fourteen measurements, float32, median of 7 after warm-up, written to `cpu_profile.json`
+Fifteen measurements, float32, median of 7 after warm-up, written to `cpu_profile.json`
 and `cpu_profile.md` in --out:
 
 1. **The loop's matmul alone**: a `lax.scan` whose body is only `h @ w_hh` plus a
@@ -60,7 +60,13 @@ and `cpu_profile.md` in --out:
    the LSTM and the GRU at I = 1, 8, 32 and 64, on one CPU device and over two, with
    `xs @ w_ih` computed as one matmul before the loop or step by step inside it
    (traced with `rnnjax.fused.IN_LOOP_INPUT_MAX` set to choose), interleaved.
-14. **The matmul floor over two devices**: for the LSTM at the speed benchmark's two
+14. **The fused LSTM's g block**: the `fused=True` LSTM training step at the two
+   shapes of (12), on one CPU device and over two, with the kernel's forward step
+   computing `tanh` of the g block from the sigmoid it takes of all four blocks
+   (`2 sigmoid(2x) - 1`, as `rnnjax/fused.py` does) or from a `tanh` pass over all
+   four blocks (as it did before; traced with `rnnjax.fused.LSTM_KERNEL` swapped),
+   interleaved.
+15. **The matmul floor over two devices**: for the LSTM at the speed benchmark's two
    shapes, the matrix products a training step cannot avoid, timed alone on each
    device's half of the batch (the forward and backward loops, one `(B/2, H) x (H, 4H)`
    and one `(B/2, 4H) x (4H, H)` product per step with a tanh between, and the
@@ -69,6 +75,7 @@ and `cpu_profile.md` in --out:
 """
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -469,6 +476,55 @@ def scratch_cliff_ms() -> dict:
     }
 
 
+@contextlib.contextmanager
+def patched(owner: Any, name: str, value: Any):
+    """`owner.name = value` inside the block, restored after it: code that JAX traces
+    there (and compiles) reads `value`."""
+    saved = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, saved)
+
+
+def interleaved_medians(timed: dict, rounds: int) -> dict:
+    """Median milliseconds of each `timed[label]()`, over `rounds` rounds that call every
+    label in turn (each call after two warm-up calls of its own)."""
+    times = {label: [] for label in timed}
+    for _ in range(rounds):
+        for label, fn in timed.items():
+            times[label].append(median_ms(fn, 1))
+    return {label: statistics.median(ms) for label, ms in times.items()}
+
+
+def training_step(cell_name: str, shape: tuple, mesh: Any, fused: bool = False):
+    """rnnjax's compiled training step (MSE of the last hidden state) at `shape`, on
+    `mesh` (None: one device), as a call with no arguments; the cell is made and the
+    step compiled here, so a `patched` block around this call reaches both."""
+    import jax
+    import jax.numpy as jnp
+
+    import rnnjax
+    from rnnjax import parallel
+
+    batch, steps, inputs, hidden = shape
+    cell = getattr(rnnjax, cell_name)(hidden)
+    params = cell.init(jax.random.key(0), inputs, jnp.float32)
+    xs = jax.random.normal(jax.random.key(1), (batch, steps, inputs))
+
+    def loss(params, xs):
+        return jnp.mean(rnnjax.unroll(cell, params, xs, fused=fused)[0][:, -1] ** 2)
+
+    step = parallel.on_mesh(jax.jit(jax.value_and_grad(loss)), mesh)
+    jax.block_until_ready(step(params, xs))  # compiles now
+    return lambda: jax.block_until_ready(step(params, xs))
+
+
+def shape_label(cell_name: str, shape: tuple) -> str:
+    return f"{cell_name} ({', '.join(map(str, shape))})"
+
+
 PRODUCT_SHAPES = ((32, 1000, 1, 128), (64, 200, 64, 256))
 
 
@@ -477,40 +533,19 @@ def recurrent_product_step(rounds=7) -> dict:
     from rnnjax import parallel
 
     parallel.use_cpu_cores(2)
-    import jax
     import jax.numpy as jnp
 
-    import rnnjax
     from rnnjax import cells
 
-    ours = cells.recurrent_product
     mesh = parallel.device_mesh(2)
     results = {}
     for name in ("rnn", "gru", "lstm"):
-        for batch, steps, inputs, hidden in PRODUCT_SHAPES:
-            cell = getattr(rnnjax, name)(hidden)
-            params = cell.init(jax.random.key(0), inputs, jnp.float32)
-            xs = jax.random.normal(jax.random.key(1), (batch, steps, inputs))
-
-            def loss(params, xs, cell=cell):
-                return jnp.mean(rnnjax.unroll(cell, params, xs)[0][:, -1] ** 2)
-
-            built = {}
-            for label, product in (("h @ w_hh", jnp.matmul), ("recurrent_product", ours)):
-                cells.recurrent_product = product  # read by the cells' steps when traced
-                try:
-                    step = parallel.on_mesh(jax.jit(jax.value_and_grad(loss)), mesh)
-                    jax.block_until_ready(step(params, xs))  # compiles with this product
-                finally:
-                    cells.recurrent_product = ours
-                built[label] = (step, [])
-            for _ in range(rounds):
-                for step, times in built.values():
-                    times.append(
-                        median_ms(lambda s=step, p=params, x=xs: jax.block_until_ready(s(p, x)), 1)
-                    )
-            row = {label: statistics.median(times) for label, (_, times) in built.items()}
-            results[f"{name} ({batch}, {steps}, {inputs}, {hidden})"] = row
+        for shape in PRODUCT_SHAPES:
+            timed = {}
+            for label, product in (("h @ w_hh", jnp.matmul), ("recurrent_product", None)):
+                with patched(cells, "recurrent_product", product or cells.recurrent_product):
+                    timed[label] = training_step(name, shape, mesh)
+            results[shape_label(name, shape)] = interleaved_medians(timed, rounds)
     return results
 
 
@@ -532,48 +567,72 @@ def projection_step(rounds=7) -> dict:
     from rnnjax import parallel
 
     parallel.use_cpu_cores(2)
-    import jax
-    import jax.numpy as jnp
-
-    import rnnjax
     from rnnjax import fused
 
-    chosen = fused.IN_LOOP_INPUT_MAX
     results = {}
     for placement, mesh in (("one device", None), ("two devices", parallel.device_mesh(2))):
         for name in ("lstm", "gru"):
-            for batch, steps, inputs, hidden in PROJECTION_SHAPES:
-                cell = getattr(rnnjax, name)(hidden)
-                params = cell.init(jax.random.key(0), inputs, jnp.float32)
-                xs = jax.random.normal(jax.random.key(1), (batch, steps, inputs))
-
-                def loss(params, xs, cell=cell):
-                    hs = rnnjax.unroll(cell, params, xs, fused=True)[0]
-                    return jnp.mean(hs[:, -1] ** 2)
-
-                built = {}
+            for shape in PROJECTION_SHAPES:
+                timed = {}
                 for label, widest in (("before the loop", 0), ("inside the loop", 2**31)):
-                    fused.IN_LOOP_INPUT_MAX = widest  # read by the fused kernel when traced
-                    try:
-                        step = parallel.on_mesh(jax.jit(jax.value_and_grad(loss)), mesh)
-                        jax.block_until_ready(step(params, xs))  # compiles with this choice
-                    finally:
-                        fused.IN_LOOP_INPUT_MAX = chosen
-                    built[label] = (step, [])
-                for _ in range(rounds):
-                    for step, times in built.values():
-                        times.append(
-                            median_ms(
-                                lambda s=step, p=params, x=xs: jax.block_until_ready(s(p, x)), 1
-                            )
-                        )
-                row = f"{name} ({batch}, {steps}, {inputs}, {hidden}), {placement}"
-                results[row] = {label: statistics.median(t) for label, (_, t) in built.items()}
+                    with patched(fused, "IN_LOOP_INPUT_MAX", widest):
+                        timed[label] = training_step(name, shape, mesh, fused=True)
+                row = f"{shape_label(name, shape)}, {placement}"
+                results[row] = interleaved_medians(timed, rounds)
     return results
 
 
 def projection_ms() -> dict:
     return in_child("--projection-step")
+
+
+def lstm_forward_with_tanh_pass(state: Any, xw: Any, hw: Any) -> tuple:
+    """The fused LSTM kernel's forward step as it was before `g` came from the sigmoid:
+    a sigmoid and a tanh, each over all four blocks (`lstm_kernel_step` compares)."""
+    import jax
+    import jax.numpy as jnp
+
+    hidden = state.h.shape[-1]
+    pre = xw + hw
+    sig, tanh = jax.nn.sigmoid(pre), jnp.tanh(pre)
+    i, f, o = sig[:, :hidden], sig[:, hidden : 2 * hidden], sig[:, 3 * hidden :]
+    g = tanh[:, 2 * hidden : 3 * hidden]
+    c = f * state.c + i * g
+    tanh_c = jnp.tanh(c)
+    h = o * tanh_c
+    factors = jnp.concatenate(
+        [g * i * (1 - i), state.c * f * (1 - f), i * (1 - g * g), tanh_c * o * (1 - o)], axis=-1
+    )
+    return type(state)(h, c), h, (factors, o * (1 - tanh_c * tanh_c), f)
+
+
+def lstm_kernel_step(rounds=7) -> dict:
+    """The fused LSTM training step with `g = tanh(pre_g)` from a tanh pass over all four
+    blocks or from the sigmoid pass, `2 sigmoid(2 pre_g) - 1`."""
+    from rnnjax import parallel
+
+    parallel.use_cpu_cores(2)
+    from rnnjax import fused
+
+    kernels = {
+        "tanh pass": fused.LSTM_KERNEL._replace(forward=lstm_forward_with_tanh_pass),
+        "from the sigmoid": fused.LSTM_KERNEL,
+    }
+    results = {}
+    for placement, mesh in (("one device", None), ("two devices", parallel.device_mesh(2))):
+        for shape in PRODUCT_SHAPES:
+            timed = {}
+            for label, kernel in kernels.items():
+                with patched(fused, "LSTM_KERNEL", kernel):  # registered as the cell is made
+                    timed[label] = training_step("lstm", shape, mesh, fused=True)
+            results[f"{shape_label('lstm', shape)}, {placement}"] = interleaved_medians(
+                timed, rounds
+            )
+    return results
+
+
+def lstm_kernel_ms() -> dict:
+    return in_child("--lstm-kernel-step")
 
 
 FLOOR_SHAPES = ((32, 1000, 1, 128), (64, 200, 64, 256))
@@ -585,12 +644,11 @@ def matmul_floor_row(shape: tuple, mesh: Any, torch: Any, rounds: int) -> dict:
     import jax.numpy as jnp
     from jax.sharding import NamedSharding, PartitionSpec
 
-    import rnnjax
     from rnnjax import parallel
 
     batch, steps, inputs, hidden = shape
     gates = 4 * hidden
-    keys = jax.random.split(jax.random.key(0), 6)
+    keys = jax.random.split(jax.random.key(0), 5)
     w_hh = 0.05 * jax.random.normal(keys[0], (hidden, gates))
     w_hh_t = w_hh.T.copy()
     w_ih = 0.05 * jax.random.normal(keys[1], (inputs, gates))
@@ -627,20 +685,10 @@ def matmul_floor_row(shape: tuple, mesh: Any, torch: Any, rounds: int) -> dict:
 
     run_loops = on_devices(loops, (False, False, True))
     run_one_shot = on_devices(one_shot, (False, True, True, True))
-    cell = rnnjax.lstm(hidden)
-    params = cell.init(jax.random.key(0), inputs, jnp.float32)
-    batch_major = jax.random.normal(keys[5], (batch, steps, inputs))
-
-    def loss(params, xs):
-        return jnp.mean(rnnjax.unroll(cell, params, xs, fused=True)[0][:, -1] ** 2)
-
-    train = parallel.on_mesh(jax.jit(jax.value_and_grad(loss)), mesh)
     timed = {
         "matmul loops": lambda: jax.block_until_ready(run_loops(w_hh, w_hh_t, xs)),
         "one-shot matmuls": lambda: jax.block_until_ready(run_one_shot(w_ih, xs, hs, d_gates)),
-        "rnnjax fused=True over the cores": lambda: jax.block_until_ready(
-            train(params, batch_major)
-        ),
+        "rnnjax fused=True over the cores": training_step("lstm", shape, mesh, fused=True),
     }
     if torch is not None:
         torch.manual_seed(0)
@@ -653,14 +701,7 @@ def matmul_floor_row(shape: tuple, mesh: Any, torch: Any, rounds: int) -> dict:
             ((outputs[:, -1] - target) ** 2).mean().backward()
 
         timed["PyTorch"] = torch_step
-    times = {label: [] for label in timed}
-    for fn in timed.values():
-        fn()
-        fn()
-    for _ in range(rounds):
-        for label, fn in timed.items():
-            times[label].append(median_ms(fn, 1))
-    return {label: statistics.median(ms) for label, ms in times.items()}
+    return interleaved_medians(timed, rounds)
 
 
 def matmul_floor_step(rounds=7) -> dict:
@@ -676,7 +717,7 @@ def matmul_floor_step(rounds=7) -> dict:
         torch = None
     mesh = parallel.device_mesh(2)
     return {
-        f"lstm ({', '.join(map(str, shape))})": matmul_floor_row(shape, mesh, torch, rounds)
+        shape_label("lstm", shape): matmul_floor_row(shape, mesh, torch, rounds)
         for shape in FLOOR_SHAPES
     }
 
@@ -865,6 +906,20 @@ def markdown(results: dict) -> str:
         for row, timing in projection.items():
             before, inside = timing["before the loop"], timing["inside the loop"]
             lines.append(f"| {row} | {before:.1f} | {inside:.1f} | {before / inside:.2f}x |")
+    kernel = results.get("lstm_kernel_ms")
+    if kernel:
+        lines += [
+            "",
+            "`fused=True` LSTM training step with the g block's tanh from a tanh pass over "
+            "all four blocks or from the sigmoid pass (`2 sigmoid(2x) - 1`); milliseconds, "
+            "median of 7 interleaved rounds:",
+            "",
+            "| cell (B, T, I, H), where | tanh pass | from the sigmoid | speed-up |",
+            "|---|---|---|---|",
+        ]
+        for row, timing in kernel.items():
+            before, after = timing["tanh pass"], timing["from the sigmoid"]
+            lines.append(f"| {row} | {before:.1f} | {after:.1f} | {before / after:.2f}x |")
     floor = results.get("matmul_floor_ms")
     if floor:
         with_torch = all("PyTorch" in timing for timing in floor.values())
@@ -907,6 +962,9 @@ def main() -> int:
     if sys.argv[1:] == ["--projection-step"]:
         print(json.dumps(projection_step()))
         return 0
+    if sys.argv[1:] == ["--lstm-kernel-step"]:
+        print(json.dumps(lstm_kernel_step()))
+        return 0
     if sys.argv[1:] == ["--matmul-floor-step"]:
         print(json.dumps(matmul_floor_step()))
         return 0
@@ -943,6 +1001,7 @@ def main() -> int:
         "scratch_cliff_ms": scratch_cliff_ms(),
         "recurrent_product_ms": recurrent_product_ms(),
         "projection_ms": projection_ms(),
+        "lstm_kernel_ms": lstm_kernel_ms(),
         "matmul_floor_ms": matmul_floor_ms(),
     }
     os.makedirs(args.out, exist_ok=True)
