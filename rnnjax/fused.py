@@ -54,8 +54,8 @@ Projected before the loop, the inputs become a `(T, N, G)` array that every call
 writes into fresh memory (and, with glibc's allocator, page-faults in); projected
 inside it, each step multiplies `(N, I) x (I, G)`. In `benchmarks/cpu_profile.py`
 (the projection table, LSTM and GRU, interleaved) the training step with I = 1, 8
-and 32 at H = 128 ran 1.01-1.10x faster inside the loop on one device and
-1.02-1.15x over two; at I = 64, H = 256 the LSTM ran 0.98x on one device, so wider
+and 32 at H = 128 ran 1.01-1.06x faster inside the loop on one device and
+1.04-1.10x over two; at I = 64, H = 256 the LSTM ran 0.99x on one device, so wider
 inputs keep the matmul before the loop.
 """
 
@@ -144,7 +144,7 @@ def _lstm_forward(state: Any, xw: Array, hw: Array) -> tuple[Any, Array, tuple]:
     # One sigmoid over all four blocks, then slices: XLA's CPU backend runs one wide
     # elementwise loop several times faster than four narrow ones (measured). The g
     # block's tanh comes from the same sigmoid, tanh(x) = 2 sigmoid(2x) - 1, which
-    # spares a second pass over all four blocks (training 1.03-1.07x faster in
+    # spares a second pass over all four blocks (training 1.02-1.05x faster in
     # `benchmarks/cpu_profile.py`'s LSTM-kernel table).
     sig = jax.nn.sigmoid(pre * _g_block_doubled(hidden, pre.dtype)[None, :])
     i, f, o = sig[:, :hidden], sig[:, hidden : 2 * hidden], sig[:, 3 * hidden :]
