@@ -1,6 +1,6 @@
 """Where an LSTM step's time goes on the CPU: the measurements behind the README's speed notes.
 
-    python benchmarks/cpu_profile.py --out results/cpu_profile     # about 4 minutes
+    python benchmarks/cpu_profile.py --out results/cpu_profile     # about 8 minutes
 
 Fifteen measurements, float32, median of 7 after warm-up, written to `cpu_profile.json`
 and `cpu_profile.md` in --out:
@@ -748,6 +748,17 @@ def torch_denormals_ms() -> dict | None:
     return result
 
 
+def speed_up_table(caption: str, timings: dict, before: str, after: str) -> list:
+    """Markdown lines of an A/B table: each row's `before` and `after` milliseconds and
+    the speed-up `before / after`, under `caption`."""
+    lines = ["", caption, "", f"| cell (B, T, I, H), where | {before} | {after} | speed-up |"]
+    lines.append("|---|---|---|---|")
+    for row, timing in timings.items():
+        slow, fast = timing[before], timing[after]
+        lines.append(f"| {row} | {slow:.1f} | {fast:.1f} | {slow / fast:.2f}x |")
+    return lines
+
+
 def markdown(results: dict) -> str:
     matmul = results["loop_matmul_ms"]
     gates = results["gate_nonlinearities_ms"]
@@ -895,31 +906,23 @@ def markdown(results: dict) -> str:
             lines.append("| " + " | ".join(cells) + " |")
     projection = results.get("projection_ms")
     if projection:
-        lines += [
-            "",
+        lines += speed_up_table(
             "`fused=True` training step with `xs @ w_ih` as one matmul before the loop or "
             "step by step inside it; milliseconds, median of 7 interleaved rounds:",
-            "",
-            "| cell (B, T, I, H), where | before the loop | inside the loop | speed-up |",
-            "|---|---|---|---|",
-        ]
-        for row, timing in projection.items():
-            before, inside = timing["before the loop"], timing["inside the loop"]
-            lines.append(f"| {row} | {before:.1f} | {inside:.1f} | {before / inside:.2f}x |")
+            projection,
+            "before the loop",
+            "inside the loop",
+        )
     kernel = results.get("lstm_kernel_ms")
     if kernel:
-        lines += [
-            "",
+        lines += speed_up_table(
             "`fused=True` LSTM training step with the g block's tanh from a tanh pass over "
             "all four blocks or from the sigmoid pass (`2 sigmoid(2x) - 1`); milliseconds, "
             "median of 7 interleaved rounds:",
-            "",
-            "| cell (B, T, I, H), where | tanh pass | from the sigmoid | speed-up |",
-            "|---|---|---|---|",
-        ]
-        for row, timing in kernel.items():
-            before, after = timing["tanh pass"], timing["from the sigmoid"]
-            lines.append(f"| {row} | {before:.1f} | {after:.1f} | {before / after:.2f}x |")
+            kernel,
+            "tanh pass",
+            "from the sigmoid",
+        )
     floor = results.get("matmul_floor_ms")
     if floor:
         with_torch = all("PyTorch" in timing for timing in floor.values())
@@ -946,34 +949,31 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def one_core_matmul_ms() -> float:
+    """The loop's matmul (1) with this process pinned to one core."""
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    return loop_matmul_ms()
+
+
+# What this script runs when `in_child` starts it: flag -> (measurement, its argument's type).
+CHILD_STEPS = {
+    "--lstm-step": (lstm_step_ms, None),
+    "--allocator-step": (allocator_step, str),
+    "--scratch-step": (scratch_step, int),
+    "--recurrent-product-step": (recurrent_product_step, None),
+    "--projection-step": (projection_step, None),
+    "--lstm-kernel-step": (lstm_kernel_step, None),
+    "--matmul-floor-step": (matmul_floor_step, None),
+    "--split-step": (split_step, None),
+    "--one-core-matmul": (one_core_matmul_ms, None),
+}
+
+
 def main() -> int:
-    if sys.argv[1:] == ["--lstm-step"]:
-        print(json.dumps(lstm_step_ms()))
-        return 0
-    if sys.argv[1:2] == ["--allocator-step"]:
-        print(json.dumps(allocator_step(sys.argv[2])))
-        return 0
-    if sys.argv[1:2] == ["--scratch-step"]:
-        print(json.dumps(scratch_step(int(sys.argv[2]))))
-        return 0
-    if sys.argv[1:] == ["--recurrent-product-step"]:
-        print(json.dumps(recurrent_product_step()))
-        return 0
-    if sys.argv[1:] == ["--projection-step"]:
-        print(json.dumps(projection_step()))
-        return 0
-    if sys.argv[1:] == ["--lstm-kernel-step"]:
-        print(json.dumps(lstm_kernel_step()))
-        return 0
-    if sys.argv[1:] == ["--matmul-floor-step"]:
-        print(json.dumps(matmul_floor_step()))
-        return 0
-    if sys.argv[1:] == ["--split-step"]:
-        print(json.dumps(split_step()))
-        return 0
-    if sys.argv[1:] == ["--one-core-matmul"]:
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-        print(json.dumps(loop_matmul_ms()))
+    if sys.argv[1:2] and sys.argv[1] in CHILD_STEPS:
+        measure, argument_type = CHILD_STEPS[sys.argv[1]]
+        arguments = [] if argument_type is None else [argument_type(sys.argv[2])]
+        print(json.dumps(measure(*arguments)))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=os.path.join("results", "cpu_profile"))
