@@ -189,6 +189,22 @@ def test_fused_gradient_in_float32_is_close_to_float64(cell_name):
     assert_trees_close(jax.tree.map(lambda a: a.astype(jnp.float64), got), want, tol=1e-4)
 
 
+def test_fused_forward_in_bfloat16_is_close_to_float64(cell_name):
+    # Under differentiation the outputs come from the kernels' own forward loop.
+    cell, params, xs, state = setup(cell_name)
+    to16 = lambda tree: jax.tree.map(lambda a: a.astype(jnp.bfloat16), tree)  # noqa: E731
+
+    def outputs(params, xs, state):
+        return rnnjax.unroll(cell, params, xs, state=state, fused=True)[0]
+
+    args16 = (to16(params), to16(xs), to16(state))
+    zeros = jax.tree.map(jnp.zeros_like, args16)
+    hs, _ = jax.jvp(outputs, args16, zeros)
+    assert hs.dtype == jnp.bfloat16
+    want = outputs(params, xs, state)
+    np.testing.assert_allclose(hs.astype(jnp.float64), want, atol=0.05)
+
+
 def test_sequence_model_passes_fused_and_checkpointing_to_every_layer():
     from rnnjax.models import sequence_model
 
