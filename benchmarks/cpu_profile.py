@@ -86,6 +86,7 @@ import time
 from typing import Any
 
 B, T, H = 32, 1000, 128
+MODES = ("glibc defaults", "huge pages")  # the allocator settings of (11) and (12)
 
 
 def faults_and_ms(fn, repeats=7, warmups=3) -> dict:
@@ -472,7 +473,7 @@ def scratch_cliff_ms() -> dict:
             str(steps): in_child("--scratch-step", str(steps), env=huge_pages_env(mode))
             for steps in CLIFF_STEPS
         }
-        for mode in ("glibc defaults", "huge pages")
+        for mode in MODES
     }
 
 
@@ -550,8 +551,7 @@ def recurrent_product_step(rounds=7) -> dict:
 
 
 def recurrent_product_ms() -> dict:
-    modes = ("glibc defaults", "huge pages")
-    return {mode: in_child("--recurrent-product-step", env=huge_pages_env(mode)) for mode in modes}
+    return {mode: in_child("--recurrent-product-step", env=huge_pages_env(mode)) for mode in MODES}
 
 
 PROJECTION_SHAPES = (
@@ -748,14 +748,24 @@ def torch_denormals_ms() -> dict | None:
     return result
 
 
+def table_row(cells: list) -> str:
+    """One Markdown table row."""
+    return "| " + " | ".join(cells) + " |"
+
+
+def table_head(caption: str, columns: list) -> list:
+    """Markdown lines that open a table: `caption` as a paragraph, then the header row
+    of `columns` and its separator."""
+    return ["", caption, "", table_row(columns), "|" + "---|" * len(columns)]
+
+
 def speed_up_table(caption: str, timings: dict, before: str, after: str) -> list:
     """Markdown lines of an A/B table: each row's `before` and `after` milliseconds and
     the speed-up `before / after`, under `caption`."""
-    lines = ["", caption, "", f"| cell (B, T, I, H), where | {before} | {after} | speed-up |"]
-    lines.append("|---|---|---|---|")
+    lines = table_head(caption, ["cell (B, T, I, H), where", before, after, "speed-up"])
     for row, timing in timings.items():
         slow, fast = timing[before], timing[after]
-        lines.append(f"| {row} | {slow:.1f} | {fast:.1f} | {slow / fast:.2f}x |")
+        lines.append(table_row([row, f"{slow:.1f}", f"{fast:.1f}", f"{slow / fast:.2f}x"]))
     return lines
 
 
@@ -763,14 +773,13 @@ def markdown(results: dict) -> str:
     matmul = results["loop_matmul_ms"]
     gates = results["gate_nonlinearities_ms"]
     forward = results["lstm_forward_ms"]
-    lines = [
-        "# Where an LSTM step's time goes on the CPU",
-        "",
+    lines = ["# Where an LSTM step's time goes on the CPU"]
+    lines += table_head(
         f"JAX {results['jax']}, {results['cpu_count']} CPUs, (B, T, H) = ({B}, {T}, {H}), "
         "float32, median of 7 after warm-up.",
-        "",
-        "| measurement | ms per sequence | us per step |",
-        "|---|---|---|",
+        ["measurement", "ms per sequence", "us per step"],
+    )
+    lines += [
         f"| loop of `h @ w_hh` (+ tanh), all cores | {matmul['all cores']:.1f} | "
         f"{matmul['all cores'] * 1000 / T:.1f} |",
         f"| loop of `h @ w_hh` (+ tanh), one core | {matmul['one core']:.1f} | "
@@ -791,23 +800,17 @@ def markdown(results: dict) -> str:
         lines.append(f"| whole LSTM forward, {label} | {ms:.1f} | {ms * 1000 / T:.1f} |")
     for label, ms in results["input_size_forward_ms"].items():
         lines.append(f"| forward, {label} | {ms:.1f} | {ms * 1000 / T:.1f} |")
-    lines += [
-        "",
+    lines += table_head(
         f"LSTM (B, T, I, H) = ({B}, {T}, 1, {H}), default path, under `XLA_FLAGS` (milliseconds):",
-        "",
-        "| XLA_FLAGS | training step | forward |",
-        "|---|---|---|",
-    ]
+        ["XLA_FLAGS", "training step", "forward"],
+    )
     for flags, ms in results["xla_flags_ms"].items():
         lines.append(f"| `{flags}` | {ms['training step']:.1f} | {ms['forward']:.1f} |")
-    lines += [
-        "",
+    lines += table_head(
         "LSTM at the same shape, the batch run as one chain or as two independent "
         "halves in one loop body (milliseconds, median of 5 interleaved rounds):",
-        "",
-        "| loop | training step | forward |",
-        "|---|---|---|",
-    ]
+        ["loop", "training step", "forward"],
+    )
     for label, ms in results["batch_chains_ms"].items():
         lines.append(f"| {label} | {ms['training step']:.1f} | {ms['forward']:.1f} |")
     denormals = results["torch_denormals_ms"]
@@ -826,19 +829,16 @@ def markdown(results: dict) -> str:
         if mode in allocator
     ]
     not_applied = [title for mode, title in others if not allocator[mode]["applied"]]
-    lines += [
-        "",
+    lines += table_head(
         f"Training step at (B, T, I, H) = ({B}, {T}, 1, {H}) with glibc's default allocator, "
         "after `rnnjax.host_memory.retain_freed_memory()`, and started with "
         "`GLIBC_TUNABLES=glibc.malloc.hugetlb=1` (huge pages); each in its own process; "
         "milliseconds, and minor page faults per call; medians of 7"
         + (f"; not in effect here: {', '.join(not_applied)}" if not_applied else "")
         + "):",
-        "",
-        "| cell, library | scratch block (MB) | ms, glibc defaults | faults | "
-        + "".join(f"ms, {title} | faults | speed-up | " for _, title in others).rstrip(" "),
-        "|---|---|---|---|" + "---|---|---|" * len(others),
-    ]
+        ["cell, library", "scratch block (MB)", "ms, glibc defaults", "faults"]
+        + [column for _, title in others for column in (f"ms, {title}", "faults", "speed-up")],
+    )
     for label, default in allocator["glibc defaults"].items():
         if label == "applied":
             continue
@@ -851,16 +851,13 @@ def markdown(results: dict) -> str:
                 f"{row['faults']:,.0f}",
                 f"{default['ms'] / row['ms']:.2f}x",
             ]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += [
-        "",
+        lines.append(table_row(cells))
+    lines += table_head(
         f"LSTM at (B, T, I, H) = ({B}, {T}, 1, {H}), default path, in a process with two JAX "
         "CPU devices (milliseconds, median of 5 interleaved rounds; collective operations "
         "inside the training step's loop bodies):",
-        "",
-        "| where the batch runs | training step | forward | collectives in loops |",
-        "|---|---|---|---|",
-    ]
+        ["where the batch runs", "training step", "forward", "collectives in loops"],
+    )
     for label, ms in results["split_ms"].items():
         lines.append(
             f"| {label} | {ms['training step']:.1f} | {ms['forward']:.1f} | "
@@ -868,16 +865,13 @@ def markdown(results: dict) -> str:
         )
     cliff = results.get("scratch_cliff_ms")
     if cliff:
-        lines += [
-            "",
+        lines += table_head(
             f"RNN training step (default path) over two CPU devices at (B, I, H) = ({B}, 1, {H}), "
             "each configuration in its own process; milliseconds, minor page faults per call "
             "(medians of 11), and each device's scratch block:",
-            "",
-            "| T | scratch per device (MiB) | ms, glibc defaults | faults "
-            "| ms, huge pages | faults |",
-            "|---|---|---|---|---|---|",
-        ]
+            ["T", "scratch per device (MiB)"]
+            + [column for mode in MODES for column in (f"ms, {mode}", "faults")],
+        )
         for steps, default in cliff["glibc defaults"].items():
             huge = cliff["huge pages"][steps]
             lines.append(
@@ -886,24 +880,25 @@ def markdown(results: dict) -> str:
             )
     product = results.get("recurrent_product_ms")
     if product:
-        lines += [
-            "",
+        lines += table_head(
             "Training step (default path) over two CPU devices with the recurrent matmul "
             "as plain `h @ w_hh` or as `rnnjax.cells.recurrent_product` (backward against a "
             "transposed copy of `w_hh`); milliseconds, median of 7 interleaved rounds, each "
             "allocator setting in its own process:",
-            "",
-            "| cell (B, T, I, H) | glibc defaults: `h @ w_hh` | `recurrent_product` | speed-up "
-            "| huge pages: `h @ w_hh` | `recurrent_product` | speed-up |",
-            "|---|---|---|---|---|---|---|",
-        ]
+            ["cell (B, T, I, H)"]
+            + [
+                column
+                for mode in MODES
+                for column in (f"{mode}: `h @ w_hh`", "`recurrent_product`", "speed-up")
+            ],
+        )
         for row, default in product["glibc defaults"].items():
             huge = product["huge pages"][row]
             cells = [row]
             for timing in (default, huge):
                 plain, ours = timing["h @ w_hh"], timing["recurrent_product"]
                 cells += [f"{plain:.1f}", f"{ours:.1f}", f"{plain / ours:.2f}x"]
-            lines.append("| " + " | ".join(cells) + " |")
+            lines.append(table_row(cells))
     projection = results.get("projection_ms")
     if projection:
         lines += speed_up_table(
@@ -926,17 +921,16 @@ def markdown(results: dict) -> str:
     floor = results.get("matmul_floor_ms")
     if floor:
         with_torch = all("PyTorch" in timing for timing in floor.values())
-        lines += [
-            "",
+        columns = ["cell (B, T, I, H)", "matmul loops", "one-shot matmuls", "floor (sum)"]
+        columns += ["rnnjax fused=True over the cores"]
+        if with_torch:
+            columns += ["PyTorch", "floor / PyTorch", "rnnjax / PyTorch"]
+        lines += table_head(
             "LSTM training step over two CPU devices: the matrix products it cannot avoid, "
             "each device on its half of the batch (milliseconds, median of 7 interleaved "
             "rounds), against the whole step:",
-            "",
-            "| cell (B, T, I, H) | matmul loops | one-shot matmuls | floor (sum) "
-            "| rnnjax fused=True over the cores |"
-            + (" PyTorch | floor / PyTorch | rnnjax / PyTorch |" if with_torch else ""),
-            "|---|---|---|---|---|" + ("---|---|---|" if with_torch else ""),
-        ]
+            columns,
+        )
         for row, timing in floor.items():
             total = timing["matmul loops"] + timing["one-shot matmuls"]
             ours = timing["rnnjax fused=True over the cores"]
@@ -945,7 +939,7 @@ def markdown(results: dict) -> str:
             if with_torch:
                 torch_ms = timing["PyTorch"]
                 cells += [f"{torch_ms:.1f}", f"{total / torch_ms:.2f}", f"{ours / torch_ms:.2f}"]
-            lines.append("| " + " | ".join(cells) + " |")
+            lines.append(table_row(cells))
     return "\n".join(lines) + "\n"
 
 
