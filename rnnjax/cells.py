@@ -220,10 +220,7 @@ def _recurrent_product_jvp(primals: tuple, tangents: tuple) -> tuple[Array, Arra
     out = h @ w_hh
     terms = []
     if not isinstance(d_h, SymbolicZero):
-        # d_h @ w_hh, contracting d_h's last axis with the second axis of w_hh.T: the
-        # transpose of this product (the backward pass) multiplies by w_hh.T as it is.
-        contract = (((d_h.ndim - 1,), (1,)), ((), ()))
-        terms.append(jax.lax.dot_general(d_h, w_hh.T, contract))
+        terms.append(fused.times_transposed(d_h, w_hh.T))  # d_h @ w_hh
     if not isinstance(d_w_hh, SymbolicZero):
         terms.append(h @ d_w_hh)
     if not terms:

@@ -244,6 +244,15 @@ def _sum(terms: list) -> Array | None:
     return functools.reduce(jnp.add, terms) if terms else None
 
 
+def times_transposed(x: Array, w_t: Array) -> Array:
+    """`x @ w_t.T` for `x (..., K)` and `w_t (N, K)`, written as a contraction with
+    `w_t`'s second axis, so that its transpose (the backward pass, `d @ w_t`) multiplies
+    by `w_t` as it is. Given `w_t = w.T`, made once before a loop, a loop of `x @ w`
+    differentiates into a loop of plain matmuls; against `w` itself, XLA's CPU matmul
+    transposes `w` at every step (`benchmarks/cpu_profile.py` measures both)."""
+    return jax.lax.dot_general(x, w_t, (((x.ndim - 1,), (1,)), ((), ())))
+
+
 def _recurrent_projection(kernel: Kernel, params: Any, h: Array) -> Array:
     hw = h @ params.w_hh
     if kernel.recurrent_bias is None:
@@ -340,14 +349,13 @@ def _fused_jvp(
     )
 
     # The linearised recurrence: one matmul per step, d_h_prev @ w_hh, written against a
-    # transposed copy made once here. Its transpose, the backward pass, then multiplies
-    # by that copy as a plain (G, H) matrix; against w_hh itself, XLA's CPU matmul would
-    # transpose w_hh at every step (benchmarks/cpu_profile.py measures both).
+    # transposed copy made once here, so that the backward pass multiplies by that copy
+    # as a plain (G, H) matrix.
     w_hh_t = params.w_hh.T
 
     def tangent_body(d_carry: Any, step_inputs: tuple) -> tuple[Any, Array]:
         residual, d_xw_t, d_hw_t, valid_t = step_inputs
-        d_hw = jax.lax.dot_general(kernel.hidden(d_carry), w_hh_t, (((1,), (1,)), ((), ())))
+        d_hw = times_transposed(kernel.hidden(d_carry), w_hh_t)
         if d_hw_t is not None:
             d_hw = d_hw + d_hw_t
         new, d_h = kernel.tangent(residual, d_carry, d_xw_t, d_hw)
