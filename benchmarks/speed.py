@@ -1,6 +1,6 @@
 """Speed: rnnjax against Flax, Equinox and PyTorch on the CPU, side by side in one process.
 
-    python benchmarks/speed.py --out results/speed            # about 3 minutes on 2 cores
+    python benchmarks/speed.py --out results/speed            # about 6 minutes on 2 cores
     python benchmarks/speed.py --quick --out results/speed-quick
     python benchmarks/speed.py --retain-freed-memory --out results/speed-retained
     python benchmarks/speed.py --huge-pages --out results/speed-huge-pages
@@ -30,9 +30,14 @@ Four measurements, written to `speed.json` and `speed.md` in --out:
 cores** the fused kernels) with the batch split over one JAX CPU device per core
 (`rnnjax.parallel.use_cpu_cores()`, called before anything else, and a mesh set
 with `jax.set_mesh`): each core runs the whole recurrence on its share of the
-sequences (`rnnjax.parallel`). Every other implementation runs on JAX's first
-device as its users would by default (the extra CPU devices do not change a
-one-device computation).
+sequences (`rnnjax.parallel`). **..., checkpointed** are those two with gradient
+checkpointing as well, over chunks of `sqrt_chunk(T)` = round(sqrt(T)) steps
+(`rnnjax.unroll(..., checkpoint_every=...)`): the backward pass recomputes each
+chunk instead of reading activations saved for the whole sequence, so each
+device's scratch memory shrinks to a size glibc reuses from call to call instead
+of page-faulting it in anew (`benchmarks/checkpointing.py` measures the time and
+the faults). Every other implementation runs on JAX's first device as its users
+would by default (the extra CPU devices do not change a one-device computation).
 
 `--retain-freed-memory` first calls `rnnjax.host_memory.retain_freed_memory()`, which
 makes glibc keep and reuse the memory each compiled call frees instead of returning
@@ -80,12 +85,25 @@ QUICK_MEMORY_LENGTHS = (1000, 10000)
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 SPLIT = "rnnjax over the cores"
 SPLIT_FUSED = "rnnjax fused=True over the cores"
+SPLIT_CHUNKED = "rnnjax over the cores, checkpointed"
+SPLIT_FUSED_CHUNKED = "rnnjax fused=True over the cores, checkpointed"
+
+
+def sqrt_chunk(length: int) -> int:
+    """The `checkpoint_every` this benchmark gives a sequence of `length` steps: the
+    classic `sqrt(T)`, which balances the saved chunk states against one chunk's
+    activations (T = 1000: 32; T = 200: 14; T = 10,000: 100)."""
+    return max(1, round(math.sqrt(length)))
 
 
 # -- the implementations: each returns (train_step, forward), both taking no arguments --
 
 
-def rnnjax_impl(cell_name, shape, fused=True, split=False, unroll=None):
+def rnnjax_programs(
+    cell_name, shape, fused=True, split=False, unroll=None, checkpoint_every=None
+) -> dict:
+    """rnnjax's jitted training step (`"train"`) and forward (`"forward"`) at `shape`, their
+    arguments (`"args"`) and the mesh they run under (`"mesh"`, None for one device)."""
     import jax
     import jax.numpy as jnp
 
@@ -96,20 +114,31 @@ def rnnjax_impl(cell_name, shape, fused=True, split=False, unroll=None):
     cell = getattr(rnnjax, cell_name)(hidden)
     params = cell.init(jax.random.key(0), inputs, jnp.float32)
     xs, target = _jax_data(shape)
+    options = {"fused": fused, "unroll": unroll, "checkpoint_every": checkpoint_every}
 
     def loss(params, xs):
-        hs, _ = rnnjax.unroll(cell, params, xs, fused=fused, unroll=unroll)
+        hs, _ = rnnjax.unroll(cell, params, xs, **options)
         return jnp.mean((hs[:, -1] - target) ** 2)
 
-    mesh = parallel.device_mesh(jax.local_device_count()) if split else None
-    grad = parallel.on_mesh(jax.jit(jax.value_and_grad(loss)), mesh)
-    forward = parallel.on_mesh(
-        jax.jit(lambda params, xs: rnnjax.unroll(cell, params, xs, fused=fused, unroll=unroll)[0]),
-        mesh,
-    )
+    return {
+        "train": jax.jit(jax.value_and_grad(loss)),
+        "forward": jax.jit(lambda params, xs: rnnjax.unroll(cell, params, xs, **options)[0]),
+        "args": (params, xs),
+        "mesh": parallel.device_mesh(jax.local_device_count()) if split else None,
+    }
+
+
+def rnnjax_impl(cell_name, shape, fused=True, split=False, unroll=None, checkpoint_every=None):
+    import jax
+
+    from rnnjax import parallel
+
+    programs = rnnjax_programs(cell_name, shape, fused, split, unroll, checkpoint_every)
+    grad, forward = (parallel.on_mesh(programs[k], programs["mesh"]) for k in ("train", "forward"))
+    args = programs["args"]
     return (
-        lambda: jax.block_until_ready(grad(params, xs)),
-        lambda: jax.block_until_ready(forward(params, xs)),
+        lambda: jax.block_until_ready(grad(*args)),
+        lambda: jax.block_until_ready(forward(*args)),
     )
 
 
@@ -224,6 +253,13 @@ def implementations(cell_name, shape):
     if jax.local_device_count() > 1 and shape[0] % jax.local_device_count() == 0:
         impls[SPLIT] = lambda: rnnjax_impl(cell_name, shape, fused=False, split=True)
         impls[SPLIT_FUSED] = lambda: rnnjax_impl(cell_name, shape, fused=True, split=True)
+        chunk = sqrt_chunk(shape[1])
+        impls[SPLIT_CHUNKED] = lambda: rnnjax_impl(
+            cell_name, shape, fused=False, split=True, checkpoint_every=chunk
+        )
+        impls[SPLIT_FUSED_CHUNKED] = lambda: rnnjax_impl(
+            cell_name, shape, fused=True, split=True, checkpoint_every=chunk
+        )
     if _installed("flax"):
         impls["Flax linen"] = lambda: flax_impl(cell_name, shape)
         if cell_name == "lstm":
@@ -357,13 +393,19 @@ def peak_resident_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def json_from_child(script: str, *args: str) -> dict:
+    """`python script *args` run in a process of its own: the JSON of its last output line."""
+    done = subprocess.run(
+        [sys.executable, script, *args], capture_output=True, text=True, check=True
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def memory_table(lengths) -> list[dict]:
     rows = []
     for length in lengths:
-        for chunk in (0, round(math.sqrt(length))):
-            command = [sys.executable, __file__, "--memory-worker", str(length), str(chunk)]
-            done = subprocess.run(command, capture_output=True, text=True, check=True)
-            row = json.loads(done.stdout.strip().splitlines()[-1])
+        for chunk in (0, sqrt_chunk(length)):
+            row = json_from_child(__file__, "--memory-worker", str(length), str(chunk))
             print(
                 f"  memory T={length:>6} checkpoint_every={row['checkpoint_every']}: "
                 f"{row['peak_rss_mb']:.0f} MB, {row['train_s']:.2f} s per step",
@@ -511,10 +553,10 @@ def markdown(results: dict) -> str:
                 cells.append(ratio(ours, torch) if ours and torch else "–")
                 cells.append(ratio(ours, best) if ours and best else "–")
             lines.append(f"| {row['cell']} {tuple(row['shape'])} | " + " | ".join(cells) + " |")
-        lines += [
-            "",
-            '"best JAX peer": the faster of Flax (either cell) and Equinox on that row.',
-        ]
+        note = '"best JAX peer": the faster of Flax (either cell) and Equinox on that row.'
+        if any(n.endswith(", checkpointed") for n in names):
+            note += ' "checkpointed": `checkpoint_every` = round(sqrt(T)) (T = 1000: 32).'
+        lines += ["", note]
     lines += per_peer_ratios(results)
     lines += fastest_path(results)
     lines += [
