@@ -180,6 +180,38 @@ def test_unroll_smoke(monkeypatch):
     assert "over the cores" not in report  # no column for a placement that did not run
 
 
+def test_checkpointing_smoke(monkeypatch):
+    """A tiny row is timed with and without checkpointing; the report shows both and the
+    speed-up, and the committed report regenerates from its JSON."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # it imports speed.py and cpu_profile.py
+    checkpointing = load("checkpointing")
+    shape = (4, 9, 2, 3)
+    measured = checkpointing.measure_row("gru", shape, "fused=True", "one device", rounds=1)
+    assert set(measured) == {"off", "3"}  # round(sqrt(9))
+    for timing in measured.values():
+        assert timing["ms"] > 0 and timing["faults"] >= 0 and timing["scratch_mib"] > 0
+    row = {
+        "cell": "gru",
+        "shape": list(shape),
+        "path": "fused=True",
+        "placement": "one device",
+        "checkpoint_every": 3,
+        "results": measured,
+    }
+    meta = {**load("speed").versions(), "rounds": 1, "quick": True}
+    report = checkpointing.markdown({"meta": meta, "rows": [row]})
+    speed_up = measured["off"]["ms"] / measured["3"]["ms"]
+    assert "| gru (4, 9, 2, 3) | fused=True | one device | 3 | " in report
+    assert f"| {speed_up:.2f}x |" in report
+    # Every speed row over two devices, both paths; one device only at T = 1000.
+    rows = checkpointing.rows_to_measure(quick=False)
+    assert len(rows) == 2 * len(load("speed").FULL_SHAPES) + 2 * 3
+    assert {shape[1] for _, shape, _, placement in rows if placement == "one device"} == {1000}
+    folder = BENCHMARKS / "results" / "checkpointing"
+    committed = json.loads((folder / "checkpointing.json").read_text())
+    assert checkpointing.markdown(committed) == (folder / "checkpointing.md").read_text()
+
+
 def test_cpu_profile_report_regenerates_from_its_committed_json():
     """The committed profile's Markdown is what `markdown` makes of its JSON; a JSON from
     before the allocator-step, recurrent-product, projection, LSTM-kernel and matmul-floor
