@@ -76,7 +76,8 @@ class TrainConfig:
       devices: split every batch over this many devices (data parallelism; the
         batch size must divide evenly). 1 runs on the default device.
       checkpoint_every: gradient checkpointing over chunks of this many steps
-        (see `rnnjax.unroll`), for long sequences in bounded memory; 0 is off.
+        (see `rnnjax.unroll`), for long sequences in bounded memory, and on a
+        CPU sometimes for speed (`rnnjax.unroll` says when); 0 is off.
       fused: run the layers on the cells' fused kernels (see `rnnjax.unroll`).
     """
 

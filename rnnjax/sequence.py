@@ -69,6 +69,14 @@ def unroll(
         of training grows with `T / checkpoint_every + checkpoint_every` steps
         of activations instead of `T` (about `sqrt(T)` is a good choice), for
         one more forward pass of compute. Outputs and gradients are unchanged.
+        On a CPU it can make training faster as well: XLA maps a fresh scratch
+        block for every call, and glibc reuses a freed block only up to 32 MiB,
+        so a larger one is page-faulted in again on every call; chunks shrink
+        the block, and once it fits, those faults stop. That pays where faults
+        were many and dear (long sequences, the batch split over the cores,
+        glibc's default allocator) and costs the extra forward pass where they
+        were few (short sequences, huge pages): `benchmarks/checkpointing.py`
+        measures both.
       fused: differentiate through the cell's fused kernel (`rnnjax.fused`), if
         it has one (the built-in cells do, except an RNN with a custom
         activation): the input projection of all steps as one matmul, and a
