@@ -235,13 +235,9 @@ def main(argv=None) -> int:
                 "results": measured,
             }
         )
-    os.makedirs(args.out, exist_ok=True)
-    from rnnjax._files import write_json, write_text
+    from rnnjax._files import write_results
 
-    write_json(os.path.join(args.out, "checkpointing.json"), results)
-    text = markdown(results)
-    write_text(os.path.join(args.out, "checkpointing.md"), text)
-    print(text)
+    print(write_results(args.out, "checkpointing", results, markdown))
     return 0
 
 

@@ -998,13 +998,9 @@ def main() -> int:
         "lstm_kernel_ms": lstm_kernel_ms(),
         "matmul_floor_ms": matmul_floor_ms(),
     }
-    os.makedirs(args.out, exist_ok=True)
-    from rnnjax._files import write_json, write_text
+    from rnnjax._files import write_results
 
-    write_json(os.path.join(args.out, "cpu_profile.json"), results)
-    text = markdown(results)
-    write_text(os.path.join(args.out, "cpu_profile.md"), text)
-    print(text)
+    print(write_results(args.out, "cpu_profile", results, markdown))
     return 0
 
 

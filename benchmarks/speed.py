@@ -671,12 +671,9 @@ def main() -> int:
     print(f"compile seconds: {results['compile_seconds']}", flush=True)
     results["memory"] = memory_table(QUICK_MEMORY_LENGTHS if args.quick else FULL_MEMORY_LENGTHS)
 
-    os.makedirs(args.out, exist_ok=True)
-    from rnnjax._files import write_json, write_text
+    from rnnjax._files import write_results
 
-    write_json(os.path.join(args.out, "speed.json"), results)
-    text = markdown(results)
-    write_text(os.path.join(args.out, "speed.md"), text)
+    write_results(args.out, "speed", results, markdown)
     print(f"wrote {args.out}/speed.json and speed.md")
     return 0
 

@@ -143,11 +143,9 @@ def main(argv=None) -> int:
                 "results": by_placement,
             }
         )
-    from rnnjax._files import write_json, write_text
+    from rnnjax._files import write_results
 
-    write_json(os.path.join(args.out, "unroll.json"), results)  # makes the folder
-    text = markdown(results)
-    write_text(os.path.join(args.out, "unroll.md"), text)
+    write_results(args.out, "unroll", results, markdown)
     print(f"wrote {args.out}/unroll.json and unroll.md")
     return 0
 

@@ -41,3 +41,15 @@ def write_json(path: str | os.PathLike, payload: Any) -> str:
 def write_text(path: str | os.PathLike, text: str) -> str:
     """Writes `text` as UTF-8, atomically."""
     return write_atomically(path, lambda f: f.write(text.encode()))
+
+
+def write_results(
+    folder: str | os.PathLike, name: str, results: Any, markdown: Callable[[Any], str]
+) -> str:
+    """Writes a benchmark's pair of outputs, atomically: `results` as `folder/name.json`
+    and `markdown(results)` as `folder/name.md` (the folder is made if missing).
+    Returns the Markdown text."""
+    write_json(os.path.join(folder, f"{name}.json"), results)
+    text = markdown(results)
+    write_text(os.path.join(folder, f"{name}.md"), text)
+    return text
