@@ -554,7 +554,7 @@ def markdown(results: dict) -> str:
                 cells.append(ratio(ours, best) if ours and best else "–")
             lines.append(f"| {row['cell']} {tuple(row['shape'])} | " + " | ".join(cells) + " |")
         note = '"best JAX peer": the faster of Flax (either cell) and Equinox on that row.'
-        if any(n.endswith(", checkpointed") for n in names):
+        if SPLIT_CHUNKED in names or SPLIT_FUSED_CHUNKED in names:
             note += ' "checkpointed": `checkpoint_every` = round(sqrt(T)) (T = 1000: 32).'
         lines += ["", note]
     lines += per_peer_ratios(results)
