@@ -150,6 +150,30 @@ def test_speed_smoke():
     assert "could not use them" in speed.markdown(results)
 
 
+def test_fused_smoke(monkeypatch):
+    """Both paths are timed on a tiny shape; the report's speed-ups are reference over
+    fused, and the committed report regenerates from its JSON byte for byte."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # fused.py imports speed.py beside it
+    bench = load("fused")
+    rows = []
+    for cell in ("lstm", "gru"):
+        measured = bench.measure_shape(cell, (2, 6, 3, 4), rounds=1, split_available=False)
+        assert set(measured) == {("one device", path) for path in bench.PATHS}
+        assert all(ms > 0 for ms in measured.values())
+        times = {path: ms for (_, path), ms in measured.items()}
+        rows.append({"cell": cell, "shape": [2, 6, 3, 4], "results": {"one device": times}})
+    meta = {**load("speed").versions(), "rounds": 1, "jax_cpu_devices": 1}
+    report = bench.markdown({"meta": meta, "shapes": rows})
+    lstm = rows[0]["results"]["one device"]
+    speed_up = lstm["reference"] / lstm["fused"]
+    assert f"| lstm (2, 6, 3, 4) | {lstm['reference']:.1f} | " in report
+    assert f"| {speed_up:.2f}x |" in report and "over the cores" not in report
+    assert f"| lstm | {int(speed_up > 1)} of 1 | {speed_up:.2f}x - {speed_up:.2f}x |" in report
+    folder = BENCHMARKS / "results" / "fused"
+    committed = json.loads((folder / "fused.json").read_text())
+    assert bench.markdown(committed) == (folder / "fused.md").read_text()
+
+
 def test_unroll_smoke(monkeypatch):
     """Each factor is timed on a tiny shape; the report names the factor rnnjax chooses."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))  # unroll.py imports speed.py beside it
