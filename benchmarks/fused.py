@@ -1,6 +1,6 @@
 """The fused kernels against the reference path, training step, over a grid of shapes.
 
-    python benchmarks/fused.py --out benchmarks/results/fused     # about 10 minutes on 2 cores
+    python benchmarks/fused.py --out benchmarks/results/fused     # about 4 minutes on 2 cores
     python benchmarks/fused.py --quick --out results/fused-quick
 
 For every built-in cell, over a grid of shapes (B, T, I, H) wider than the rows of
