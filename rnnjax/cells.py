@@ -47,6 +47,8 @@ State = Any
 
 # Steps per loop iteration for cells whose best is not 1, keyed by their step function.
 _PREFERRED_UNROLL: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Cells whose training runs on their fused kernel by default, keyed by their step function.
+_PREFERS_FUSED: weakref.WeakSet = weakref.WeakSet()
 
 
 class Cell(NamedTuple):
@@ -281,7 +283,7 @@ _default_bias_init = jax.nn.initializers.zeros
 
 
 def preferred_unroll(cell: Cell, num_steps: int | None = None) -> int:
-    """Steps per loop iteration that run `cell` fastest on `rnnjax.unroll`'s default path.
+    """Steps per loop iteration that run `cell` fastest on `rnnjax.unroll`'s reference path.
 
     2 for cells from `rnn` and `gru`: their loop bodies are cheap, so the cost of each
     loop iteration itself is a large part of a step, and two steps per iteration
@@ -303,6 +305,31 @@ def preferred_unroll(cell: Cell, num_steps: int | None = None) -> int:
     except TypeError:  # a step that cannot be weakly referenced has no entry
         return 1
     return factor if num_steps is None or num_steps % factor == 0 else 1
+
+
+def preferred_fused(cell: Cell) -> bool:
+    """Whether `rnnjax.unroll(..., fused=None)`, the default, runs `cell` on its fused kernel.
+
+    True for cells from `lstm`: its fused kernel (`rnnjax.fused`) trained faster than
+    the reference path on 12 of the 14 shapes and placements of `benchmarks/fused.py`
+    (up to 1.61x; 0.81x and 0.88x at batches of 128 and 64 with T = 100 on one device)
+    and on every LSTM row of `benchmarks/speed.py`. False for the GRU, whose kernel won
+    on 9 of the 14, and for the RNN, whose kernel won on 13 of the 14 but lost on both
+    RNN rows of `benchmarks/speed.py` over the cores, against the reference path's two
+    steps per loop iteration; and for cells you assemble yourself, which have no
+    kernel. Pass `fused=True` or `fused=False` to `rnnjax.unroll` to choose yourself:
+    both paths give the same results up to floating-point rounding.
+
+    Example:
+      >>> import rnnjax
+      >>> from rnnjax.cells import preferred_fused
+      >>> preferred_fused(rnnjax.lstm(8)), preferred_fused(rnnjax.gru(8))
+      (True, False)
+    """
+    try:
+        return cell.step in _PREFERS_FUSED
+    except TypeError:  # a step that cannot be weakly referenced has no entry
+        return False
 
 
 def rnn(
@@ -448,6 +475,7 @@ def lstm(
 
     step = _with_scalar_input_values(reference_step, scalar_input_step)
     fused.register(step, fused.LSTM_KERNEL)
+    _PREFERS_FUSED.add(step)
     return Cell(init, initial_state, step)
 
 

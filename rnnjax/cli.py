@@ -149,9 +149,10 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     )
     option(
         "--fused",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         default=suppress,
-        help="run the cells' fused kernels (faster for some shapes; see the README)",
+        help="run the cells' fused kernels, or with --no-fused the reference path "
+        "(default: rnnjax chooses, the kernel for the LSTM only; see the README)",
     )
 
 

@@ -33,7 +33,7 @@ class Layer(NamedTuple):
       init: `init(key, input_size, dtype=None) -> params`.
       initial_state: `initial_state(params, batch_shape=()) -> state`, all zeros.
       apply: `apply(params, xs, *, state=None, lengths=None, time_major=False,
-        unroll=None, checkpoint_every=None, fused=False) -> (hs, final_state)`,
+        unroll=None, checkpoint_every=None, fused=None) -> (hs, final_state)`,
         with the shapes and options of `rnnjax.unroll`.
     """
 
@@ -71,7 +71,7 @@ def recurrent(cell: Cell, *, reverse: bool = False) -> Layer:
         time_major: bool = False,
         unroll: int | bool | None = None,
         checkpoint_every: int | None = None,
-        fused: bool = False,
+        fused: bool | None = None,
     ) -> tuple[Array, Any]:
         return unroll_cell(
             cell,
@@ -144,7 +144,7 @@ def stack(*layers: Union[Cell, Layer]) -> Layer:
         time_major: bool = False,
         unroll: int | bool | None = None,
         checkpoint_every: int | None = None,
-        fused: bool = False,
+        fused: bool | None = None,
     ) -> tuple[Array, tuple]:
         _check_count(params, members)
         states = (None,) * len(members) if state is None else state
@@ -220,7 +220,7 @@ def bidirectional(forward: Cell, backward: Cell | None = None) -> Layer:
         time_major: bool = False,
         unroll: int | bool | None = None,
         checkpoint_every: int | None = None,
-        fused: bool = False,
+        fused: bool | None = None,
     ) -> tuple[Array, Directions]:
         state = Directions(None, None) if state is None else Directions(*state)
         options = dict(

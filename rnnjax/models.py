@@ -133,7 +133,7 @@ def sequence_model(
     input_dropout: float = 0.0,
     state_dropout: float = 0.0,
     checkpoint_every: int | None = None,
-    fused: bool = False,
+    fused: bool | None = None,
 ) -> Model:
     """Builds a sequence model around `cell`.
 
@@ -151,7 +151,8 @@ def sequence_model(
       checkpoint_every: gradient checkpointing in every layer over chunks of
         this many steps (see `rnnjax.unroll`): training memory grows with about
         `T / checkpoint_every + checkpoint_every` steps instead of `T`.
-      fused: run every layer on its cell's fused kernel (see `rnnjax.unroll`).
+      fused: run every layer on its cell's fused kernel (True), on the reference
+        path (False), or let rnnjax choose per cell (None: see `rnnjax.unroll`).
 
     Returns:
       A `Model`. `apply(params, xs, *, lengths=None, key=None, train=False)`:

@@ -78,7 +78,9 @@ class TrainConfig:
       checkpoint_every: gradient checkpointing over chunks of this many steps
         (see `rnnjax.unroll`), for long sequences in bounded memory, and on a
         CPU sometimes for speed (`rnnjax.unroll` says when); 0 is off.
-      fused: run the layers on the cells' fused kernels (see `rnnjax.unroll`).
+      fused: run the layers on the cells' fused kernels (True), on the reference
+        path (False), or let rnnjax choose per cell (None, the default: the
+        kernel for the LSTM; see `rnnjax.unroll`).
     """
 
     task: str = "adding"
@@ -107,7 +109,7 @@ class TrainConfig:
     target_loss: float | None = None
     devices: int = 1
     checkpoint_every: int = 0
-    fused: bool = False
+    fused: bool | None = None
 
     def __post_init__(self) -> None:
         choices = {
@@ -137,6 +139,8 @@ class TrainConfig:
         for name in ("clip", "weight_decay", "l2", "train_size", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not (self.fused is None or isinstance(self.fused, bool)):
+            raise ValueError(f"fused must be True, False or None, got {self.fused!r}")
         if not self.lr > 0 or not math.isfinite(self.lr):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         for name in ("dropout", "input_dropout", "state_dropout"):

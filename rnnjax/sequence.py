@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnjax import _checks, parallel
-from rnnjax.cells import Cell, preferred_unroll
+from rnnjax.cells import Cell, preferred_fused, preferred_unroll
 from rnnjax.fused import fused_unroll, kernel_for, masked_step
 
 Array = jax.Array
@@ -36,7 +36,7 @@ def unroll(
     time_major: bool = False,
     unroll: int | bool | None = None,
     checkpoint_every: int | None = None,
-    fused: bool = False,
+    fused: bool | None = None,
 ) -> tuple[Array, Any]:
     """Runs `cell` over every step of `xs` and returns all outputs and the final state.
 
@@ -59,10 +59,10 @@ def unroll(
       unroll: how many steps `lax.scan` places in one loop iteration (`True`:
         all of them). Only speed and compile time change: results are the same
         up to floating-point rounding (bit for bit for the built-in RNN and GRU
-        in our tests on the CPU). `None` lets rnnjax choose: on the default path,
+        in our tests on the CPU). `None` lets rnnjax choose: on the reference path,
         `rnnjax.cells.preferred_unroll(cell)` (2 for the built-in RNN and GRU,
         whose training steps ran up to 1.6x faster that way on a CPU) when `T`
-        divides by it, else 1; with `fused=True`, 1.
+        divides by it, else 1; on the fused kernel, 1.
       checkpoint_every: gradient checkpointing over chunks of this many steps:
         the backward pass keeps only the state at the start of each chunk and
         recomputes the chunk's forward pass when it reaches it, so the memory
@@ -81,9 +81,13 @@ def unroll(
         it has one (the built-in cells do, except an RNN with a custom
         activation): the input projection of all steps as one matmul, and a
         hand-written derivative of the whole sequence whose weight gradients
-        are one matmul each. Forward mode (`jax.jvp`) and second derivatives
-        work as on the default path; values computed without differentiation
-        are the default path's. Equal to the default path up to rounding.
+        are one matmul each. `False` runs the reference path, `cell.step` in a
+        `lax.scan` differentiated by JAX. `None` (the default) lets rnnjax
+        choose, `rnnjax.cells.preferred_fused(cell)`: the kernel for the LSTM,
+        whose training it made faster on most shapes we measured, the reference
+        path for the RNN and the GRU. Forward mode (`jax.jvp`) and second
+        derivatives work on both paths; values computed without differentiation
+        are the reference path's. Both paths are equal up to rounding.
 
     Returns:
       `(hs, final_state)`: `hs` is `(B, T, H)` (`(T, B, H)` time-major, `(T, H)`
@@ -115,6 +119,8 @@ def unroll(
         )
     if unroll is not None and not isinstance(unroll, bool):
         unroll = _checks.positive_int("unroll", unroll)
+    if fused is not None and not isinstance(fused, bool):
+        raise TypeError(f"fused must be True, False or None, got {fused!r}")
     xs = jnp.asarray(xs)
     if xs.ndim not in (2, 3):
         layout = "(T, B, I)" if time_major else "(B, T, I)"
@@ -149,6 +155,8 @@ def unroll(
     state = jax.tree.map(lambda s: s.reshape(flat, s.shape[-1]), state)
     if valid is not None:
         valid = valid.reshape(num_steps, flat)
+    if fused is None:
+        fused = preferred_fused(cell)
     kernel = kernel_for(cell) if fused else None
     if kernel is not None:
         fused_steps = 1 if unroll is None else unroll

@@ -59,11 +59,24 @@ def test_fixed_training_set_and_classification_metrics(tmp_path):
         ({"lr": 0.0}, "lr must be a positive number"),
         ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
         ({"train_size": 3}, "train_size must be 0 .* or at least batch_size"),
+        ({"fused": "yes"}, "fused must be True, False or None, got 'yes'"),
     ],
 )
 def test_config_errors(changes, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**{**TINY, **changes})
+
+
+@pytest.mark.parametrize(
+    ("flag", "want"), [([], None), (["--fused"], True), (["--no-fused"], False)]
+)
+def test_cli_fused_flag_reaches_the_config(flag, want):
+    """Without the flag rnnjax chooses per cell (`TrainConfig.fused = None`)."""
+    from rnnjax.cli import _build_parser
+
+    args = vars(_build_parser().parse_args(["train", "--out", "x", *flag]))
+    given = {k: v for k, v in args.items() if k not in ("command", "out", "resume", "no_progress")}
+    assert TrainConfig(**given).fused is want
 
 
 def test_cli_train_writes_checkpoint_and_metrics(tmp_path, capsys):

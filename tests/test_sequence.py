@@ -127,6 +127,38 @@ def test_default_unroll_is_the_cells_preference_where_the_length_divides(
     assert sorted(set(factors), reverse=True) == want
 
 
+def test_default_path_is_the_cells_preferred_path(cell_name):
+    """`fused=None` runs the LSTM on its fused kernel and the RNN and GRU on the reference
+    path: the same program as asking for that path, so bit-for-bit the same results."""
+    cell = make_cell(cell_name, H)
+    params = random_params(cell, jax.random.key(0), I, jnp.float32)
+    xs = jax.random.normal(jax.random.key(1), (B, 8, I), jnp.float32)
+    chosen = rnnjax.cells.preferred_fused(cell)
+    assert chosen == (cell_name == "lstm")
+
+    def forward(fused):
+        return lambda p: rnnjax.unroll(cell, p, xs, fused=fused)[0]
+
+    # The fused kernel is a custom_jvp named after it in the undifferentiated program.
+    for fused in (None, chosen):
+        assert ("name=_fused" in str(jax.make_jaxpr(forward(fused))(params))) == chosen
+
+    def outputs_and_grads(fused):
+        loss = lambda p: jnp.sum(jnp.sin(forward(fused)(p)))  # noqa: E731
+        return jax.jit(jax.value_and_grad(loss))(params)
+
+    for got, want in zip(
+        jax.tree.leaves(outputs_and_grads(None)), jax.tree.leaves(outputs_and_grads(chosen))
+    ):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_cells_of_your_own_run_on_the_reference_path():
+    builtin = rnnjax.lstm(H)
+    custom = rnnjax.Cell(builtin.init, builtin.initial_state, lambda p, s, x: builtin.step(p, s, x))
+    assert not rnnjax.cells.preferred_fused(custom)
+
+
 @pytest.mark.parametrize("cell_name", ["rnn", "gru"])
 def test_default_unroll_gives_float32_results_bit_for_bit_equal_to_one_step(cell_name):
     cell = make_cell(cell_name, 16)
@@ -253,6 +285,8 @@ def test_errors(cell_name):
         rnnjax.unroll(cell, params, xs, lengths=jnp.array([1.0, 2.0, 3.0]))
     with pytest.raises(ValueError, match="unroll must be a positive integer, got 0"):
         rnnjax.unroll(cell, params, xs, unroll=0)
+    with pytest.raises(TypeError, match="fused must be True, False or None, got 'yes'"):
+        rnnjax.unroll(cell, params, xs, fused="yes")
 
 
 def test_lstm_state_must_be_an_lstm_state():
