@@ -26,8 +26,15 @@ Four measurements, written to `speed.json` and `speed.md` in --out:
    with and without gradient checkpointing (`checkpoint_every ~ sqrt(T)`), each
    configuration in its own process, peak resident memory read from the OS.
 
-**rnnjax over the cores** is the default path (and **rnnjax fused=True over the
-cores** the fused kernels) with the batch split over one JAX CPU device per core
+**rnnjax default path** is `rnnjax.unroll(..., fused=None)`, each cell's preferred
+path (`rnnjax.cells.preferred_fused`): the fused kernel for the LSTM, the reference
+path for the GRU and RNN. The other path is timed beside it (**rnnjax fused=True**
+for the GRU and RNN, **rnnjax fused=False** for the LSTM). Reports written before
+the LSTM's default became its kernel (no `default_path` in their meta) timed
+`fused=False` as the default for every cell.
+
+**rnnjax over the cores** is the default path (and **rnnjax fused=True/False over
+the cores** the other path) with the batch split over one JAX CPU device per core
 (`rnnjax.parallel.use_cpu_cores()`, called before anything else, and a mesh set
 with `jax.set_mesh`): each core runs the whole recurrence on its share of the
 sequences (`rnnjax.parallel`). **..., checkpointed** are those two with gradient
@@ -83,10 +90,20 @@ QUICK_SHAPES = [
 FULL_MEMORY_LENGTHS = (1000, 10000, 100000)
 QUICK_MEMORY_LENGTHS = (1000, 10000)
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+DEFAULT = "rnnjax default path"
 SPLIT = "rnnjax over the cores"
-SPLIT_FUSED = "rnnjax fused=True over the cores"
 SPLIT_CHUNKED = "rnnjax over the cores, checkpointed"
+# The path a cell's default does not take, timed beside it: the fused kernel for the
+# RNN and GRU (opt-in), the reference path for the LSTM (whose default is its kernel).
+FUSED = "rnnjax fused=True"
+SPLIT_FUSED = "rnnjax fused=True over the cores"
 SPLIT_FUSED_CHUNKED = "rnnjax fused=True over the cores, checkpointed"
+REFERENCE = "rnnjax fused=False"
+SPLIT_REFERENCE = "rnnjax fused=False over the cores"
+SPLIT_REFERENCE_CHUNKED = "rnnjax fused=False over the cores, checkpointed"
+# What `meta["default_path"]` records: reports written before the LSTM's default became
+# its fused kernel have no such key, and their default path was `fused=False` throughout.
+DEFAULT_PATH = "fused=None"
 
 
 def sqrt_chunk(length: int) -> int:
@@ -246,19 +263,27 @@ def implementations(cell_name, shape):
     """`{name: constructor}` of every implementation available for this cell."""
     import jax
 
+    import rnnjax
+    from rnnjax.cells import preferred_fused
+
+    # The default (`fused=None`: the cell's preferred path) and the other path beside it.
+    other = not preferred_fused(getattr(rnnjax, cell_name)(shape[-1]))
+    names = (FUSED, SPLIT_FUSED, SPLIT_FUSED_CHUNKED)
+    if not other:
+        names = (REFERENCE, SPLIT_REFERENCE, SPLIT_REFERENCE_CHUNKED)
     impls = {
-        "rnnjax default path": lambda: rnnjax_impl(cell_name, shape, fused=False),
-        "rnnjax fused=True": lambda: rnnjax_impl(cell_name, shape, fused=True),
+        DEFAULT: lambda: rnnjax_impl(cell_name, shape, fused=None),
+        names[0]: lambda: rnnjax_impl(cell_name, shape, fused=other),
     }
     if jax.local_device_count() > 1 and shape[0] % jax.local_device_count() == 0:
-        impls[SPLIT] = lambda: rnnjax_impl(cell_name, shape, fused=False, split=True)
-        impls[SPLIT_FUSED] = lambda: rnnjax_impl(cell_name, shape, fused=True, split=True)
+        impls[SPLIT] = lambda: rnnjax_impl(cell_name, shape, fused=None, split=True)
+        impls[names[1]] = lambda: rnnjax_impl(cell_name, shape, fused=other, split=True)
         chunk = sqrt_chunk(shape[1])
         impls[SPLIT_CHUNKED] = lambda: rnnjax_impl(
-            cell_name, shape, fused=False, split=True, checkpoint_every=chunk
+            cell_name, shape, fused=None, split=True, checkpoint_every=chunk
         )
-        impls[SPLIT_FUSED_CHUNKED] = lambda: rnnjax_impl(
-            cell_name, shape, fused=True, split=True, checkpoint_every=chunk
+        impls[names[2]] = lambda: rnnjax_impl(
+            cell_name, shape, fused=other, split=True, checkpoint_every=chunk
         )
     if _installed("flax"):
         impls["Flax linen"] = lambda: flax_impl(cell_name, shape)
@@ -440,7 +465,7 @@ def ratio(a: float, b: float) -> str:
 
 def per_peer_ratios(results: dict) -> list[str]:
     """Markdown lines: each rnnjax path's time over each peer's, training and inference."""
-    ours = ["rnnjax default path", SPLIT]
+    ours = [DEFAULT, SPLIT]
     lines = []
     for kind, key in (("Training step", "train_ms"), ("Inference", "forward_ms")):
         peers = []
@@ -508,6 +533,13 @@ def markdown(results: dict) -> str:
         f"{meta['rounds']} interleaved rounds after warm-up. A large float32 matmul runs "
         f"at {meta['matmul_peak_gflops']:.0f} GFLOP/s here."
         + (
+            f" rnnjax's default path is `{meta['default_path']}`: each cell's preferred path "
+            "(`rnnjax.cells.preferred_fused`), the fused kernel for the LSTM and the reference "
+            "path for the GRU and RNN; the other path is timed beside it."
+            if meta.get("default_path")
+            else ""
+        )
+        + (
             " Run with `--retain-freed-memory`: glibc keeps and reuses freed memory "
             "(`rnnjax.host_memory.retain_freed_memory()`), for every library in the process."
             if meta.get("retained_freed_memory")
@@ -536,8 +568,8 @@ def markdown(results: dict) -> str:
         names = []
         for row in results["shapes"]:
             names += [n for n in row["results"] if n not in names]
-        ours_names = ["rnnjax default path"] + ([SPLIT] if SPLIT in names else [])
-        short = {"rnnjax default path": "rnnjax default", SPLIT: SPLIT}
+        ours_names = [DEFAULT] + ([SPLIT] if SPLIT in names else [])
+        short = {DEFAULT: "rnnjax default", SPLIT: SPLIT}
         ratio_heads = [
             f"{short[n]} / {peer}" for n in ours_names for peer in ("PyTorch", "best JAX peer")
         ]
@@ -554,7 +586,7 @@ def markdown(results: dict) -> str:
                 cells.append(ratio(ours, best) if ours and best else "–")
             lines.append(f"| {row['cell']} {tuple(row['shape'])} | " + " | ".join(cells) + " |")
         note = '"best JAX peer": the faster of Flax (either cell) and Equinox on that row.'
-        if SPLIT_CHUNKED in names or SPLIT_FUSED_CHUNKED in names:
+        if any(n.endswith(", checkpointed") for n in names):
             note += ' "checkpointed": `checkpoint_every` = round(sqrt(T)) (T = 1000: 32).'
         lines += ["", note]
     lines += per_peer_ratios(results)
@@ -651,6 +683,7 @@ def main() -> int:
     rounds = args.rounds or (3 if args.quick else 5)
 
     meta = {**versions(), "rounds": rounds, "quick": args.quick, "retained_freed_memory": retained}
+    meta["default_path"] = DEFAULT_PATH
     if args.huge_pages:
         meta["huge_pages"] = host_memory.huge_pages_active()
         meta["transparent_huge_pages"] = host_memory.transparent_huge_pages_mode()
