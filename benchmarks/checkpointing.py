@@ -15,9 +15,12 @@ time. Checkpointing shrinks the block (the activations of one chunk instead of t
 whole sequence), and past the point where it fits, the faults stop.
 
 For every row of `benchmarks/speed.py` (its training step: `value_and_grad` of the
-MSE on the last hidden state, float32), both rnnjax paths (default and `fused=True`),
-over two CPU devices (the batch split, one device per core) and, for the rows at
-T = 1000, on one device as well: the step compiled without checkpointing and with
+MSE on the last hidden state, float32), both rnnjax paths (the reference path
+`fused=False`, labelled "default": every cell's default when the committed reports
+were measured, and still the GRU's and RNN's; and the fused kernel `fused=True`, now
+the LSTM's default: `rnnjax.cells.preferred_fused`), over two CPU devices (the batch
+split, one device per core) and, for the rows at T = 1000, on one device as well: the
+step compiled without checkpointing and with
 `checkpoint_every = round(sqrt(T))` (`speed.sqrt_chunk`), timed in interleaved rounds
 (each timed call after two warm-up calls of its own), median milliseconds and median
 minor page faults per call, and each device's scratch block from XLA's memory

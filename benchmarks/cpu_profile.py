@@ -72,6 +72,11 @@ and `cpu_profile.md` in --out:
    and one `(B/2, 4H) x (4H, H)` product per step with a tanh between, and the
    input projection and weight gradients as one matmul each), against rnnjax's fused
    training step over two devices and PyTorch's (when installed), interleaved.
+
+"Default path" here is the reference path, `rnnjax.unroll(..., fused=False)`: autodiff
+through `cell.step`, which was every cell's default when this profile was written and
+is still the GRU's and RNN's. The LSTM's default is now its fused kernel
+(`rnnjax.cells.preferred_fused`), which the profile times as `fused=True`.
 """
 
 import argparse
@@ -213,7 +218,7 @@ def lstm_forward_ms() -> dict:
     cell = rnnjax.lstm(H)
     params = cell.init(jax.random.key(0), 1, jnp.float32)
     xs = jax.random.normal(jax.random.key(1), (B, T, 1))
-    forward = jax.jit(lambda params, xs: rnnjax.unroll(cell, params, xs)[0])
+    forward = jax.jit(lambda params, xs: rnnjax.unroll(cell, params, xs, fused=False)[0])
     result = {"rnnjax": median_ms(lambda: jax.block_until_ready(forward(params, xs)))}
     try:
         import torch
@@ -244,7 +249,7 @@ def input_size_forward_ms() -> dict:
         ):
             params = used.init(jax.random.key(0), input_size, jnp.float32)
             xs = jax.random.normal(jax.random.key(1), (B, T, input_size))
-            forward = jax.jit(lambda p, xs, used=used: rnnjax.unroll(used, p, xs)[0])
+            forward = jax.jit(lambda p, xs, used=used: rnnjax.unroll(used, p, xs, fused=False)[0])
             timings[f"{name}, {label}"] = median_ms(
                 lambda f=forward, p=params, xs=xs: jax.block_until_ready(f(p, xs))
             )
@@ -272,10 +277,10 @@ def lstm_step_ms() -> dict:
     xs = jax.random.normal(jax.random.key(1), (B, T, 1))
 
     def loss(params):
-        return jnp.mean(rnnjax.unroll(cell, params, xs)[0][:, -1] ** 2)
+        return jnp.mean(rnnjax.unroll(cell, params, xs, fused=False)[0][:, -1] ** 2)
 
     train_step = jax.jit(jax.value_and_grad(loss))
-    forward = jax.jit(lambda params: rnnjax.unroll(cell, params, xs)[0])
+    forward = jax.jit(lambda params: rnnjax.unroll(cell, params, xs, fused=False)[0])
     return {
         "training step": median_ms(lambda: jax.block_until_ready(train_step(params))),
         "forward": median_ms(lambda: jax.block_until_ready(forward(params))),
@@ -399,10 +404,10 @@ def split_step(rounds=5) -> dict:
     mesh = parallel.device_mesh(2)
 
     def loss(params, xs):
-        return jnp.mean(rnnjax.unroll(cell, params, xs)[0][:, -1] ** 2)
+        return jnp.mean(rnnjax.unroll(cell, params, xs, fused=False)[0][:, -1] ** 2)
 
     def forward(params, xs):
-        return rnnjax.unroll(cell, params, xs)[0]
+        return rnnjax.unroll(cell, params, xs, fused=False)[0]
 
     placed = (parallel.replicate(params, mesh), jax.device_put(xs, parallel.batch_sharded(mesh)))
     variants = {

@@ -11,8 +11,9 @@ autodiff through `cell.step`) and on the fused kernel (`fused=True`), on one dev
 and over the cores (one JAX CPU device per core, the batch split over them), in
 interleaved rounds after warm-up, and reports medians and the speed-up of the kernel.
 Inference is not timed: without differentiation both paths run `cell.step`.
-`rnnjax.unroll` runs the reference path unless told `fused=True`; this table is the
-evidence for (or against) choosing the kernel per cell by default. Writes
+This table is the evidence for choosing the path per cell by default
+(`rnnjax.cells.preferred_fused`: `rnnjax.unroll(..., fused=None)` runs the LSTM's
+kernel and the GRU's and RNN's reference path). Writes
 `fused.json` and `fused.md` to --out.
 """
 

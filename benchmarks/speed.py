@@ -104,6 +104,15 @@ SPLIT_REFERENCE_CHUNKED = "rnnjax fused=False over the cores, checkpointed"
 # What `meta["default_path"]` records: reports written before the LSTM's default became
 # its fused kernel have no such key, and their default path was `fused=False` throughout.
 DEFAULT_PATH = "fused=None"
+# In such reports each cell's other path shares one column: `{heading: names}`.
+OTHER_PATH = {
+    "rnnjax other path": (FUSED, REFERENCE),
+    "rnnjax other path over the cores": (SPLIT_FUSED, SPLIT_REFERENCE),
+    "rnnjax other path over the cores, checkpointed": (
+        SPLIT_FUSED_CHUNKED,
+        SPLIT_REFERENCE_CHUNKED,
+    ),
+}
 
 
 def sqrt_chunk(length: int) -> int:
@@ -522,6 +531,29 @@ def fastest_path(results: dict) -> list[str]:
     return lines
 
 
+def columns(results: dict) -> list[tuple[str, tuple[str, ...]]]:
+    """The report's timing columns as `(heading, names)`: a row's entry in a column is its
+    result under the first of `names` it has. Each implementation has a column of its
+    own, except in reports that time each cell's other path beside its default (those
+    with a `rnnjax fused=False` result): there the LSTM's `fused=False` and the GRU's and
+    RNN's `fused=True` share the `OTHER_PATH` columns."""
+    names = []
+    for row in results["shapes"]:
+        names += [n for n in row["results"] if n not in names]
+    if REFERENCE not in names:
+        return [(name, (name,)) for name in names]
+    found = {}
+    for name in names:
+        heading = next((h for h, pair in OTHER_PATH.items() if name in pair), name)
+        found.setdefault(heading, OTHER_PATH.get(heading, (name,)))
+    return list(found.items())
+
+
+def entry(res: dict, names: tuple[str, ...]) -> dict | None:
+    """A row's result in the column of `names` (see `columns`), or None."""
+    return next((res[n] for n in names if n in res), None)
+
+
 def markdown(results: dict) -> str:
     meta = results["meta"]
     lines = [
@@ -565,9 +597,8 @@ def markdown(results: dict) -> str:
     for kind, key in (("train", "train_ms"), ("forward", "forward_ms")):
         if kind == "forward":
             lines += ["", "## Inference (forward over the whole sequence), milliseconds", ""]
-        names = []
-        for row in results["shapes"]:
-            names += [n for n in row["results"] if n not in names]
+        cols = columns(results)
+        names = [heading for heading, _ in cols]
         ours_names = [DEFAULT] + ([SPLIT] if SPLIT in names else [])
         short = {DEFAULT: "rnnjax default", SPLIT: SPLIT}
         ratio_heads = [
@@ -577,7 +608,9 @@ def markdown(results: dict) -> str:
         lines.append("|---" * (len(names) + len(ratio_heads) + 1) + "|")
         for row in results["shapes"]:
             res = row["results"]
-            cells = [f"{res[n][key]:.1f}" if n in res else "–" for n in names]
+            cells = [
+                f"{entry(res, pair)[key]:.1f}" if entry(res, pair) else "–" for _, pair in cols
+            ]
             best = best_jax_peer(res, key)
             for name in ours_names:
                 ours = res[name][key] if name in res else None
@@ -588,6 +621,11 @@ def markdown(results: dict) -> str:
         note = '"best JAX peer": the faster of Flax (either cell) and Equinox on that row.'
         if any(n.endswith(", checkpointed") for n in names):
             note += ' "checkpointed": `checkpoint_every` = round(sqrt(T)) (T = 1000: 32).'
+        if "rnnjax other path" in names:
+            note += (
+                ' "other path": the one the default does not take, `fused=False` for the LSTM'
+                " and `fused=True` for the GRU and RNN."
+            )
         lines += ["", note]
     lines += per_peer_ratios(results)
     lines += fastest_path(results)
@@ -600,7 +638,10 @@ def markdown(results: dict) -> str:
     ]
     for row in results["shapes"]:
         res = row["results"]
-        cells = [f"{res[n]['train_gflops']:.1f}" if n in res else "–" for n in names]
+        cells = [
+            f"{entry(res, pair)['train_gflops']:.1f}" if entry(res, pair) else "–"
+            for _, pair in cols
+        ]
         lines.append(f"| {row['cell']} {tuple(row['shape'])} | " + " | ".join(cells) + " |")
     compile_times = results["compile_seconds"]
     lines += [

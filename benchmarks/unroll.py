@@ -1,4 +1,4 @@
-"""Steps per loop iteration: rnnjax's default path with `unroll` = 1, 2 and 4.
+"""Steps per loop iteration: rnnjax's reference path with `unroll` = 1, 2 and 4.
 
     python benchmarks/unroll.py --out results/unroll            # about 2 minutes on 2 cores
     python benchmarks/unroll.py --quick --out results/unroll-quick
@@ -6,7 +6,8 @@
 `lax.scan(..., unroll=k)` places `k` steps in each iteration of the compiled loop.
 For every cell at the shapes of `benchmarks/speed.py` (all but its T = 10,000 LSTM
 row), and for an RNN and a GRU at lengths that 2 does not divide, this times the
-default path's training step and inference (as `speed.py` defines them, float32)
+reference path's (`fused=False`, the GRU's and RNN's default; the report's "default
+path") training step and inference (as `speed.py` defines them, float32)
 with `unroll` = 1, 2 and 4, on one device and over the cores (one JAX CPU device
 per core, the batch split over them), in interleaved rounds after warm-up, and
 reports medians. `rnnjax.cells.preferred_unroll`, the factor `rnnjax.unroll` uses

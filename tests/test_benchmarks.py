@@ -138,6 +138,8 @@ def test_speed_smoke():
         assert heading in report
     assert "| lstm (2, 6, 3, 4) |" in report and "1.20x" in report
     assert f"| {speed.SPLIT} / best JAX peer |" in report and "(2 JAX CPU devices)" in report
+    # The LSTM's reference path and the GRU's kernel share the "other path" column.
+    assert "| rnnjax default path | rnnjax other path |" in report
     for peer in (name for name in rows[0]["results"] if not name.startswith("rnnjax")):
         assert f"rnnjax default path / {peer} |" in report
     # The fastest path's table names the one made fastest above, on the training side.
