@@ -314,8 +314,9 @@ def preferred_fused(cell: Cell) -> bool:
     the reference path on 12 of the 14 shapes and placements of `benchmarks/fused.py`
     (up to 1.61x; 0.81x and 0.88x at batches of 128 and 64 with T = 100 on one device)
     and on every LSTM row of `benchmarks/speed.py`. False for the GRU, whose kernel won
-    on 9 of the 14, and for the RNN, whose kernel won on 13 of the 14 but lost on both
-    RNN rows of `benchmarks/speed.py` over the cores, against the reference path's two
+    on 9 of the 14 and lost at (64, 200, 64, 256) on one device in the speed runs, and
+    for the RNN, whose kernel won on 13 of the 14 but lost at (64, 200, 64, 256) over
+    the cores (by up to 1.48x) in most speed runs, against the reference path's two
     steps per loop iteration; and for cells you assemble yourself, which have no
     kernel. Pass `fused=True` or `fused=False` to `rnnjax.unroll` to choose yourself:
     both paths give the same results up to floating-point rounding.
