@@ -276,23 +276,23 @@ def implementations(cell_name, shape):
     from rnnjax.cells import preferred_fused
 
     # The default (`fused=None`: the cell's preferred path) and the other path beside it.
-    other = not preferred_fused(getattr(rnnjax, cell_name)(shape[-1]))
+    other_fused = not preferred_fused(getattr(rnnjax, cell_name)(shape[-1]))
     names = (FUSED, SPLIT_FUSED, SPLIT_FUSED_CHUNKED)
-    if not other:
+    if not other_fused:
         names = (REFERENCE, SPLIT_REFERENCE, SPLIT_REFERENCE_CHUNKED)
     impls = {
         DEFAULT: lambda: rnnjax_impl(cell_name, shape, fused=None),
-        names[0]: lambda: rnnjax_impl(cell_name, shape, fused=other),
+        names[0]: lambda: rnnjax_impl(cell_name, shape, fused=other_fused),
     }
     if jax.local_device_count() > 1 and shape[0] % jax.local_device_count() == 0:
         impls[SPLIT] = lambda: rnnjax_impl(cell_name, shape, fused=None, split=True)
-        impls[names[1]] = lambda: rnnjax_impl(cell_name, shape, fused=other, split=True)
+        impls[names[1]] = lambda: rnnjax_impl(cell_name, shape, fused=other_fused, split=True)
         chunk = sqrt_chunk(shape[1])
         impls[SPLIT_CHUNKED] = lambda: rnnjax_impl(
             cell_name, shape, fused=None, split=True, checkpoint_every=chunk
         )
         impls[names[2]] = lambda: rnnjax_impl(
-            cell_name, shape, fused=other, split=True, checkpoint_every=chunk
+            cell_name, shape, fused=other_fused, split=True, checkpoint_every=chunk
         )
     if _installed("flax"):
         impls["Flax linen"] = lambda: flax_impl(cell_name, shape)
