@@ -104,7 +104,8 @@ SPLIT_REFERENCE_CHUNKED = "rnnjax fused=False over the cores, checkpointed"
 # What `meta["default_path"]` records: reports written before the LSTM's default became
 # its fused kernel have no such key, and their default path was `fused=False` throughout.
 DEFAULT_PATH = "fused=None"
-# In such reports each cell's other path shares one column: `{heading: names}`.
+# Each cell's other path, `{report column: (its fused=True name, its fused=False name)}`:
+# `implementations` times one of each pair, and the report gives the pair one column.
 OTHER_PATH = {
     "rnnjax other path": (FUSED, REFERENCE),
     "rnnjax other path over the cores": (SPLIT_FUSED, SPLIT_REFERENCE),
@@ -277,9 +278,9 @@ def implementations(cell_name, shape):
 
     # The default (`fused=None`: the cell's preferred path) and the other path beside it.
     other_fused = not preferred_fused(getattr(rnnjax, cell_name)(shape[-1]))
-    names = (FUSED, SPLIT_FUSED, SPLIT_FUSED_CHUNKED)
-    if not other_fused:
-        names = (REFERENCE, SPLIT_REFERENCE, SPLIT_REFERENCE_CHUNKED)
+    names = [
+        fused_name if other_fused else reference for fused_name, reference in OTHER_PATH.values()
+    ]
     impls = {
         DEFAULT: lambda: rnnjax_impl(cell_name, shape, fused=None),
         names[0]: lambda: rnnjax_impl(cell_name, shape, fused=other_fused),
