@@ -19,7 +19,6 @@ kernel and the GRU's and RNN's reference path). Writes
 
 import argparse
 import os
-import statistics
 import sys
 
 import speed
@@ -49,12 +48,8 @@ def measure_shape(cell_name, shape, rounds, split_available):
             train_step, _ = speed.rnnjax_impl(cell_name, shape, fused=fused, split=split)
             for _ in range(2):  # compile, then warm up
                 train_step()
-            built[(placement, path)] = train_step
-    times = {key: [] for key in built}
-    for _ in range(rounds):
-        for key, train_step in built.items():
-            times[key].append(speed.time_once(train_step))
-    return {key: 1000 * statistics.median(values) for key, values in times.items()}
+            built[(placement, path)] = (train_step,)
+    return {key: ms for key, (ms,) in speed.interleaved_median_ms(built, rounds).items()}
 
 
 def speed_ups(results: dict, cell_name: str) -> list[float]:

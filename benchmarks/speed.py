@@ -315,6 +315,22 @@ def time_once(fn) -> float:
     return time.perf_counter() - started
 
 
+def interleaved_median_ms(calls: dict, rounds: int) -> dict:
+    """Median milliseconds of every call in `calls`, `{key: (fn, ...)}` of no-argument
+    functions, over `rounds` rounds that each time every fn once, in turn, so that a
+    slow moment of a shared machine falls on all of them alike. Returns
+    `{key: [ms, ...]}`, one median per fn, in the order of that key's fns."""
+    times = {key: [[] for _ in fns] for key, fns in calls.items()}
+    for _ in range(rounds):
+        for key, fns in calls.items():
+            for fn, samples in zip(fns, times[key]):
+                samples.append(time_once(fn))
+    return {
+        key: [1000 * statistics.median(samples) for samples in per_fn]
+        for key, per_fn in times.items()
+    }
+
+
 def measure_shape(cell_name, shape, rounds):
     """Compile and warm every implementation, then time them in interleaved rounds."""
     built, first_call = {}, {}
@@ -325,24 +341,18 @@ def measure_shape(cell_name, shape, rounds):
         time_once(train_step)
         time_once(forward)
         built[name] = (train_step, forward)
-    train_times = {name: [] for name in built}
-    forward_times = {name: [] for name in built}
-    for _ in range(rounds):
-        for name, (train_step, forward) in built.items():
-            train_times[name].append(time_once(train_step))
-            forward_times[name].append(time_once(forward))
+    medians = interleaved_median_ms(built, rounds)
     batch, length, inputs, hidden = shape
     flops = 6 * batch * length * (inputs + hidden) * GATES[cell_name] * hidden
-    result = {}
-    for name in built:
-        train = statistics.median(train_times[name])
-        result[name] = {
-            "train_ms": 1000 * train,
-            "forward_ms": 1000 * statistics.median(forward_times[name]),
+    return {
+        name: {
+            "train_ms": train_ms,
+            "forward_ms": forward_ms,
             "first_call_s": first_call[name],
-            "train_gflops": flops / train / 1e9,
+            "train_gflops": flops / (train_ms / 1000) / 1e9,
         }
-    return result
+        for name, (train_ms, forward_ms) in medians.items()
+    }
 
 
 def matmul_peak_gflops(size=2048, repeats=7) -> float:

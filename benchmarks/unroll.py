@@ -18,7 +18,6 @@ and `unroll.md` to --out.
 
 import argparse
 import os
-import statistics
 import sys
 
 import speed
@@ -43,18 +42,9 @@ def measure_shape(cell_name, shape, rounds, split_available):
                 train_step()
                 forward()
             built[(placement, factor)] = (train_step, forward)
-    train_times = {key: [] for key in built}
-    forward_times = {key: [] for key in built}
-    for _ in range(rounds):
-        for key, (train_step, forward) in built.items():
-            train_times[key].append(speed.time_once(train_step))
-            forward_times[key].append(speed.time_once(forward))
     return {
-        key: {
-            "train_ms": 1000 * statistics.median(train_times[key]),
-            "forward_ms": 1000 * statistics.median(forward_times[key]),
-        }
-        for key in built
+        key: {"train_ms": train_ms, "forward_ms": forward_ms}
+        for key, (train_ms, forward_ms) in speed.interleaved_median_ms(built, rounds).items()
     }
 
 
