@@ -229,6 +229,32 @@ def masked_step(valid: Array | None, new: Any, old: Any, outputs: Any) -> tuple[
     return state, jax.tree.map(lambda a: jnp.where(keep, a, 0), outputs)
 
 
+def scan_step(
+    step: Callable,
+    params: Any,
+    xs: Array,
+    state: Any,
+    valid: Array | None,
+    *,
+    reverse: bool,
+    unroll: int | bool,
+) -> tuple[Any, Array]:
+    """A cell's `step` in a `lax.scan`: `xs (T, N, I)` -> `(final_state, hs (T, N, H))`.
+
+    The loop both paths of `rnnjax.unroll` run for values: the reference path always
+    (JAX differentiates it), the fused kernels when nothing differentiates. The
+    state keeps its dtype from step to step, as `lax.scan` requires of its carry.
+    """
+
+    def body(carry: Any, step_inputs: tuple) -> tuple[Any, Array]:
+        x, valid_t = step_inputs
+        new, h = step(params, carry, x)
+        new = jax.tree.map(lambda a, b: a.astype(b.dtype), new, carry)
+        return masked_step(valid_t, new, carry, h)
+
+    return jax.lax.scan(body, state, (xs, valid), reverse=reverse, unroll=unroll)
+
+
 def _apply_to_rows(fn: Callable[[Array], Array], xs: Array) -> Array:
     """`fn` on the `(T * N, K)` matrix of a `(T, N, K)` array: XLA's CPU backend runs a
     plain 2-D matmul about twice as fast as the same product written over three axes."""
@@ -274,12 +300,7 @@ def _fused(
     unroll: int | bool,
 ) -> tuple[Any, Array]:
     # Values only (nothing differentiates): the cell's own step, which saves nothing.
-    def body(carry: Any, step_inputs: tuple) -> tuple[Any, Array]:
-        x, valid_t = step_inputs
-        new, h = step(params, carry, x)
-        return masked_step(valid_t, new, carry, h)
-
-    return jax.lax.scan(body, state, (xs, valid), reverse=reverse, unroll=unroll)
+    return scan_step(step, params, xs, state, valid, reverse=reverse, unroll=unroll)
 
 
 def _fused_jvp(

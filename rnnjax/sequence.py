@@ -20,7 +20,7 @@ import numpy as np
 
 from rnnjax import _checks, parallel
 from rnnjax.cells import Cell, preferred_fused, preferred_unroll
-from rnnjax.fused import fused_unroll, kernel_for, masked_step
+from rnnjax.fused import fused_unroll, kernel_for, scan_step
 
 Array = jax.Array
 
@@ -171,7 +171,9 @@ def unroll(
         def run(params: Any, state: Any, xs: Array, valid: Array | None) -> tuple[Any, Array]:
             # Chosen per run: with checkpointing, a chunk's length rather than T's.
             steps_per_iteration = preferred_unroll(cell, xs.shape[0]) if unroll is None else unroll
-            return _reference_unroll(cell, params, xs, state, valid, reverse, steps_per_iteration)
+            return scan_step(
+                cell.step, params, xs, state, valid, reverse=reverse, unroll=steps_per_iteration
+            )
 
     if checkpoint_every is not None and checkpoint_every < num_steps:
         run = functools.partial(_checkpointed, run, chunk=checkpoint_every, reverse=reverse)
@@ -185,25 +187,6 @@ def unroll(
     if hs.ndim == 3 and not time_major:
         hs = jnp.swapaxes(hs, 0, 1)
     return hs, final_state
-
-
-def _reference_unroll(
-    cell: Cell,
-    params: Any,
-    xs: Array,
-    state: Any,
-    valid: Array | None,
-    reverse: bool,
-    unroll: int | bool,
-) -> tuple[Any, Array]:
-    """`cell.step` in a `lax.scan`: `xs (T, N, I)` -> `(final_state, hs (T, N, H))`."""
-
-    def body(carry: Any, step_inputs: tuple[Array, Array | None]) -> tuple[Any, Array]:
-        x, valid_t = step_inputs
-        new_carry, h = cell.step(params, carry, x)
-        return masked_step(valid_t, _cast_like(new_carry, carry), carry, h)
-
-    return jax.lax.scan(body, state, (xs, valid), reverse=reverse, unroll=unroll)
 
 
 def _split_over_batch(run: Callable[..., tuple[Any, Array]], mesh: Any) -> Callable:
@@ -324,8 +307,3 @@ def _check_lengths(lengths: Any, batch_shape: tuple[int, ...], num_steps: int) -
             f"{concrete.min()} to {concrete.max()}"
         )
     return lengths
-
-
-def _cast_like(tree: Any, reference: Any) -> Any:
-    """Keeps the carry's dtype fixed across steps, as `lax.scan` requires."""
-    return jax.tree.map(lambda new, old: new.astype(old.dtype), tree, reference)
