@@ -11,9 +11,11 @@ autodiff through `cell.step`) and on the fused kernel (`fused=True`), on one dev
 and over the cores (one JAX CPU device per core, the batch split over them), in
 interleaved rounds after warm-up, and reports medians and the speed-up of the kernel.
 Inference is not timed: without differentiation both paths run `cell.step`.
-This table is the evidence for choosing the path per cell by default
+Both paths run their default steps per loop iteration
+(`rnnjax.cells.preferred_unroll`: 2 for the RNN and GRU, 1 for the LSTM). This
+table is the evidence for choosing the path per cell by default
 (`rnnjax.cells.preferred_fused`: `rnnjax.unroll(..., fused=None)` runs the LSTM's
-kernel and the GRU's and RNN's reference path). Writes
+and the RNN's kernels and the GRU's reference path). Writes
 `fused.json` and `fused.md` to --out.
 """
 

@@ -27,11 +27,13 @@ Four measurements, written to `speed.json` and `speed.md` in --out:
    configuration in its own process, peak resident memory read from the OS.
 
 **rnnjax default path** is `rnnjax.unroll(..., fused=None)`, each cell's preferred
-path (`rnnjax.cells.preferred_fused`): the fused kernel for the LSTM, the reference
-path for the GRU and RNN. The other path is timed beside it (**rnnjax fused=True**
-for the GRU and RNN, **rnnjax fused=False** for the LSTM). Reports written before
-the LSTM's default became its kernel (no `default_path` in their meta) timed
-`fused=False` as the default for every cell.
+path (`rnnjax.cells.preferred_fused`): the fused kernel for the LSTM and the RNN, the
+reference path for the GRU. The other path is timed beside it (**rnnjax fused=True**
+for the GRU, **rnnjax fused=False** for the LSTM and RNN); `meta["fused_by_default"]`
+records which cells defaulted to their kernel. Reports written before the LSTM's
+default became its kernel (no `default_path` in their meta) timed `fused=False` as
+the default for every cell, and those with a `default_path` but no
+`fused_by_default`, before the RNN's did, had only the LSTM on its kernel.
 
 **rnnjax over the cores** is the default path (and **rnnjax fused=True/False over
 the cores** the other path) with the batch split over one JAX CPU device per core
@@ -94,7 +96,7 @@ DEFAULT = "rnnjax default path"
 SPLIT = "rnnjax over the cores"
 SPLIT_CHUNKED = "rnnjax over the cores, checkpointed"
 # The path a cell's default does not take, timed beside it: the fused kernel for the
-# RNN and GRU (opt-in), the reference path for the LSTM (whose default is its kernel).
+# GRU (opt-in), the reference path for the LSTM and RNN (whose default is their kernel).
 FUSED = "rnnjax fused=True"
 SPLIT_FUSED = "rnnjax fused=True over the cores"
 SPLIT_FUSED_CHUNKED = "rnnjax fused=True over the cores, checkpointed"
@@ -479,6 +481,37 @@ def versions() -> dict:
     return found
 
 
+def fused_by_default() -> list[str]:
+    """The cells whose default path (`fused=None`) is their fused kernel."""
+    import rnnjax
+    from rnnjax.cells import preferred_fused
+
+    return [name for name in GATES if preferred_fused(getattr(rnnjax, name)(1))]
+
+
+CELL_NAMES = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
+
+
+def _cells_in_words(cells: list[str]) -> str:
+    """`["lstm", "rnn"]` -> "the LSTM and RNN"."""
+    names = [CELL_NAMES[c] for c in cells]
+    if not names:
+        return "no cell"
+    return "the " + (", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0])
+
+
+def default_paths(meta: dict) -> tuple[str, str]:
+    """In words, the cells whose default was the fused kernel and those whose default was
+    the reference path in the run of `meta`. Reports of the first runs with a
+    `default_path` predate `fused_by_default`, when only the LSTM's default was its kernel."""
+    fused = meta.get("fused_by_default", ["lstm"])
+    order = ("lstm", "gru", "rnn")  # as the reports have always named them
+    return (
+        _cells_in_words([c for c in order if c in fused]),
+        _cells_in_words([c for c in order if c not in fused]),
+    )
+
+
 def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}"
 
@@ -577,8 +610,9 @@ def markdown(results: dict) -> str:
         f"at {meta['matmul_peak_gflops']:.0f} GFLOP/s here."
         + (
             f" rnnjax's default path is `{meta['default_path']}`: each cell's preferred path "
-            "(`rnnjax.cells.preferred_fused`), the fused kernel for the LSTM and the reference "
-            "path for the GRU and RNN; the other path is timed beside it."
+            f"(`rnnjax.cells.preferred_fused`), the fused kernel for {default_paths(meta)[0]} "
+            f"and the reference path for {default_paths(meta)[1]}; the other path is timed "
+            "beside it."
             if meta.get("default_path")
             else ""
         )
@@ -633,9 +667,10 @@ def markdown(results: dict) -> str:
         if any(n.endswith(", checkpointed") for n in names):
             note += ' "checkpointed": `checkpoint_every` = round(sqrt(T)) (T = 1000: 32).'
         if "rnnjax other path" in names:
+            fused, reference = default_paths(meta)
             note += (
-                ' "other path": the one the default does not take, `fused=False` for the LSTM'
-                " and `fused=True` for the GRU and RNN."
+                ' "other path": the one the default does not take, `fused=False` for '
+                f"{fused} and `fused=True` for {reference}."
             )
         lines += ["", note]
     lines += per_peer_ratios(results)
@@ -736,6 +771,7 @@ def main() -> int:
 
     meta = {**versions(), "rounds": rounds, "quick": args.quick, "retained_freed_memory": retained}
     meta["default_path"] = DEFAULT_PATH
+    meta["fused_by_default"] = fused_by_default()
     if args.huge_pages:
         meta["huge_pages"] = host_memory.huge_pages_active()
         meta["transparent_huge_pages"] = host_memory.transparent_huge_pages_mode()

@@ -1,18 +1,21 @@
-"""Steps per loop iteration: rnnjax's reference path with `unroll` = 1, 2 and 4.
+"""Steps per loop iteration: rnnjax's paths with `unroll` = 1, 2 and 4.
 
     python benchmarks/unroll.py --out results/unroll            # about 2 minutes on 2 cores
+    python benchmarks/unroll.py --other-path --out results/unroll-other-path
     python benchmarks/unroll.py --quick --out results/unroll-quick
 
 `lax.scan(..., unroll=k)` places `k` steps in each iteration of the compiled loop.
 For every cell at the shapes of `benchmarks/speed.py` (all but its T = 10,000 LSTM
-row), and for an RNN and a GRU at lengths that 2 does not divide, this times the
-reference path's (`fused=False`, the GRU's and RNN's default; the report's "default
-path") training step and inference (as `speed.py` defines them, float32)
-with `unroll` = 1, 2 and 4, on one device and over the cores (one JAX CPU device
-per core, the batch split over them), in interleaved rounds after warm-up, and
-reports medians. `rnnjax.cells.preferred_unroll`, the factor `rnnjax.unroll` uses
-when its caller leaves `unroll` unset (where T divides by it), is read off this
-table; the report shows the factor it chose beside each row. Writes `unroll.json`
+row), and for an RNN and a GRU at lengths that 2 does not divide, this times each
+cell's default path (`fused=None`: the fused kernel for the LSTM and the RNN, the
+reference path for the GRU; `rnnjax.cells.preferred_fused`) or, with
+`--other-path`, the path its default does not take, training step and inference
+(as `speed.py` defines them, float32) with `unroll` = 1, 2 and 4, on one device and
+over the cores (one JAX CPU device per core, the batch split over them), in
+interleaved rounds after warm-up, and reports medians. `rnnjax.cells.preferred_unroll`,
+the factor `rnnjax.unroll` uses on either path when its caller leaves `unroll` unset
+(where T divides by it), is read off these tables; the report shows the factor it
+chose beside each row. Writes `unroll.json`
 and `unroll.md` to --out.
 """
 
@@ -28,15 +31,27 @@ ODD_LENGTH_SHAPES = [("rnn", (32, 999, 1, 128)), ("gru", (64, 199, 64, 256))]
 PLACEMENTS = {"one device": False, "over the cores": True}
 
 
-def measure_shape(cell_name, shape, rounds, split_available):
+def path_fused(cell_name, other_path=False) -> bool | None:
+    """What `speed.rnnjax_impl` passes as `fused`: None for the cell's default path, or
+    the path that default does not take."""
+    if not other_path:
+        return None
+    import rnnjax
+    from rnnjax.cells import preferred_fused
+
+    return not preferred_fused(getattr(rnnjax, cell_name)(4))
+
+
+def measure_shape(cell_name, shape, rounds, split_available, other_path=False):
     """`{(placement, factor): {"train_ms", "forward_ms"}}`, timed in interleaved rounds."""
+    fused = path_fused(cell_name, other_path)
     built = {}
     for placement, split in PLACEMENTS.items():
         if split and not split_available:
             continue
         for factor in FACTORS:
             train_step, forward = speed.rnnjax_impl(
-                cell_name, shape, fused=False, split=split, unroll=factor
+                cell_name, shape, fused=fused, split=split, unroll=factor
             )
             for _ in range(2):  # compile, then warm up
                 train_step()
@@ -58,8 +73,12 @@ def preferred(cell_name, length) -> int:
 
 def markdown(results: dict) -> str:
     meta = results["meta"]
+    path = {
+        "default": "rnnjax's default path (`fused=None`)",
+        "other": "the path each cell's default does not take",
+    }[meta.get("path", "default")]
     lines = [
-        "# Steps per loop iteration (`unroll`) on rnnjax's default path",
+        f"# Steps per loop iteration (`unroll`) on {path}",
         "",
         f"JAX {meta['jax']}; {meta['cpu_count']} CPUs ({meta['jax_cpu_devices']} JAX CPU "
         f"devices); float32; median of {meta['rounds']} interleaved rounds after warm-up; "
@@ -79,7 +98,9 @@ def markdown(results: dict) -> str:
         lines.append("|" + "---|" * len(header))
         for row in results["shapes"]:
             chosen = row["chosen"]
-            cells = [f"{row['cell']} {tuple(row['shape'])}", str(chosen)]
+            fused = row.get("fused")
+            label = "" if fused is None else f", fused={fused}"
+            cells = [f"{row['cell']} {tuple(row['shape'])}{label}", str(chosen)]
             for placement in placements:
                 times = row["results"].get(placement, {})
                 cells += [
@@ -99,6 +120,12 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=os.path.join("results", "unroll"))
     parser.add_argument("--quick", action="store_true", help="small shapes, 3 rounds")
     parser.add_argument("--rounds", type=int, default=None, help="timing rounds (default 7)")
+    parser.add_argument(
+        "--other-path",
+        action="store_true",
+        help="time the path each cell's default does not take (fused=False for the LSTM "
+        "and RNN, fused=True for the GRU)",
+    )
     args = parser.parse_args(argv)
     import jax
 
@@ -113,11 +140,12 @@ def main(argv=None) -> int:
     rounds = args.rounds or (3 if args.quick else 7)
     devices = jax.local_device_count("cpu")
     meta = {**speed.versions(), "rounds": rounds, "quick": args.quick, "jax_cpu_devices": devices}
+    meta["path"] = "other" if args.other_path else "default"
     results = {"meta": meta, "shapes": []}
     for cell_name, shape in shapes:
         print(f"{cell_name} {shape} ...", flush=True)
         split_available = devices > 1 and shape[0] % devices == 0
-        measured = measure_shape(cell_name, shape, rounds, split_available)
+        measured = measure_shape(cell_name, shape, rounds, split_available, args.other_path)
         by_placement = {}
         for (placement, factor), times in measured.items():
             by_placement.setdefault(placement, {})[str(factor)] = times
@@ -131,6 +159,7 @@ def main(argv=None) -> int:
                 "cell": cell_name,
                 "shape": list(shape),
                 "chosen": preferred(cell_name, shape[1]),
+                "fused": path_fused(cell_name, args.other_path),
                 "results": by_placement,
             }
         )

@@ -283,12 +283,13 @@ _default_bias_init = jax.nn.initializers.zeros
 
 
 def preferred_unroll(cell: Cell, num_steps: int | None = None) -> int:
-    """Steps per loop iteration that run `cell` fastest on `rnnjax.unroll`'s reference path.
+    """Steps per loop iteration that run `cell` fastest, on either path of `rnnjax.unroll`.
 
     2 for cells from `rnn` and `gru`: their loop bodies are cheap, so the cost of each
     loop iteration itself is a large part of a step, and two steps per iteration
-    trained up to 1.6x faster on a CPU (`benchmarks/unroll.py`; bit-for-bit the same
-    results there). 1 for the LSTM, whose training step it made faster at some shapes and
+    trained up to 1.21x faster on a CPU in `benchmarks/unroll.py`'s latest runs of both
+    paths (1.65x in an earlier run of the reference path; bit-for-bit the same
+    results). 1 for the LSTM, whose training step it made faster at some shapes and
     slower at others, and for cells you assemble yourself. Given `num_steps`, the
     factor holds only where it divides them, else 1: a remainder step made the loop
     slower. `rnnjax.unroll` asks with its sequence's length (a chunk's, when
@@ -310,22 +311,23 @@ def preferred_unroll(cell: Cell, num_steps: int | None = None) -> int:
 def preferred_fused(cell: Cell) -> bool:
     """Whether `rnnjax.unroll(..., fused=None)`, the default, runs `cell` on its fused kernel.
 
-    True for cells from `lstm`: its fused kernel (`rnnjax.fused`) trained faster than
-    the reference path on 12 of the 14 shapes and placements of `benchmarks/fused.py`
-    (up to 1.61x; 0.81x and 0.88x at batches of 128 and 64 with T = 100 on one device)
-    and on every LSTM row of `benchmarks/speed.py`. False for the GRU, whose kernel won
-    on 9 of the 14 and lost at (64, 200, 64, 256) on one device in the speed runs, and
-    for the RNN, whose kernel won on 13 of the 14 but lost at (64, 200, 64, 256) over
-    the cores (by up to 1.48x) in most speed runs, against the reference path's two
-    steps per loop iteration; and for cells you assemble yourself, which have no
-    kernel. Pass `fused=True` or `fused=False` to `rnnjax.unroll` to choose yourself:
-    both paths give the same results up to floating-point rounding.
+    True for cells from `lstm` and from `rnn` (tanh or relu). In `benchmarks/fused.py`
+    (both paths with their default steps per loop iteration, `preferred_unroll`) the
+    LSTM's kernel trained faster than the reference path on 14 of its 14 shapes and
+    placements (1.07x-1.64x) and the RNN's on 12 of 14 (0.89x-1.52x; the two losses at
+    batches of 64 and 128 over the cores, at T <= 100); on the rows of
+    `benchmarks/speed.py` the LSTM's kernel won every comparison, the RNN's 4 of 6
+    (0.94x-1.23x). False for the GRU, whose kernel won 9 of the 14 but lost most of
+    the speed rows (down to 0.77x over the cores), and for cells you assemble
+    yourself, which have no kernel. Pass `fused=True` or `fused=False` to
+    `rnnjax.unroll` to choose yourself: both paths give the same results up to
+    floating-point rounding.
 
     Example:
       >>> import rnnjax
       >>> from rnnjax.cells import preferred_fused
-      >>> preferred_fused(rnnjax.lstm(8)), preferred_fused(rnnjax.gru(8))
-      (True, False)
+      >>> [preferred_fused(cell(8)) for cell in (rnnjax.lstm, rnnjax.rnn, rnnjax.gru)]
+      [True, True, False]
     """
     try:
         return cell.step in _PREFERS_FUSED
@@ -389,6 +391,7 @@ def rnn(
 
     if isinstance(activation, str):
         fused.register(step, fused.rnn_kernel(activation))
+        _PREFERS_FUSED.add(step)
     _PREFERRED_UNROLL[step] = 2
     return Cell(init, initial_state, step)
 

@@ -152,7 +152,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=suppress,
         help="run the cells' fused kernels, or with --no-fused the reference path "
-        "(default: rnnjax chooses, the kernel for the LSTM only; see the README)",
+        "(default: rnnjax chooses, the kernel for the LSTM and RNN; see the README)",
     )
 
 

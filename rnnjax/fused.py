@@ -27,9 +27,9 @@ when it comes from `rnnjax.rnn` (tanh or relu), `rnnjax.lstm` or `rnnjax.gru`;
 `kernel_for` finds it from the cell's `step` function, so a cell you assemble
 yourself, or wrap (as variational dropout does), runs on the reference path.
 `rnnjax.unroll(..., fused=True)` uses them, and so does `rnnjax.unroll` by default
-for the LSTM (`rnnjax.cells.preferred_fused`), whose kernel trained faster on most
-shapes we measured; the RNN's and the GRU's stay opt-in because whether they win
-depends on the shapes and on the program around them (`benchmarks/fused.py`,
+for the LSTM and the RNN (`rnnjax.cells.preferred_fused`), whose kernels trained
+faster on most shapes we measured; the GRU's stays opt-in because whether it wins
+depends on the shapes and on the program around it (`benchmarks/fused.py`,
 `benchmarks/speed.py` and the README's speed section).
 
 Shapes inside this module are time-major and flat: `xs (T, N, I)`, states

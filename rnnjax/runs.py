@@ -80,7 +80,7 @@ class TrainConfig:
         CPU sometimes for speed (`rnnjax.unroll` says when); 0 is off.
       fused: run the layers on the cells' fused kernels (True), on the reference
         path (False), or let rnnjax choose per cell (None, the default: the
-        kernel for the LSTM; see `rnnjax.unroll`).
+        kernel for the LSTM and the RNN; see `rnnjax.unroll`).
     """
 
     task: str = "adding"

@@ -59,10 +59,10 @@ def unroll(
       unroll: how many steps `lax.scan` places in one loop iteration (`True`:
         all of them). Only speed and compile time change: results are the same
         up to floating-point rounding (bit for bit for the built-in RNN and GRU
-        in our tests on the CPU). `None` lets rnnjax choose: on the reference path,
-        `rnnjax.cells.preferred_unroll(cell)` (2 for the built-in RNN and GRU,
-        whose training steps ran up to 1.6x faster that way on a CPU) when `T`
-        divides by it, else 1; on the fused kernel, 1.
+        in our tests on the CPU, on both paths). `None` lets rnnjax choose, on
+        either path: `rnnjax.cells.preferred_unroll(cell)` (2 for the built-in
+        RNN and GRU, whose training steps ran up to 1.2x faster that way on a
+        CPU, `benchmarks/unroll.py`) when `T` divides by it, else 1.
       checkpoint_every: gradient checkpointing over chunks of this many steps:
         the backward pass keeps only the state at the start of each chunk and
         recomputes the chunk's forward pass when it reaches it, so the memory
@@ -83,9 +83,9 @@ def unroll(
         hand-written derivative of the whole sequence whose weight gradients
         are one matmul each. `False` runs the reference path, `cell.step` in a
         `lax.scan` differentiated by JAX. `None` (the default) lets rnnjax
-        choose, `rnnjax.cells.preferred_fused(cell)`: the kernel for the LSTM,
-        whose training it made faster on most shapes we measured, the reference
-        path for the RNN and the GRU. Forward mode (`jax.jvp`) and second
+        choose, `rnnjax.cells.preferred_fused(cell)`: the kernel for the LSTM and
+        the RNN, whose training it made faster on most shapes we measured, the
+        reference path for the GRU. Forward mode (`jax.jvp`) and second
         derivatives work on both paths; values computed without differentiation
         are the reference path's. Both paths are equal up to rounding.
 
@@ -158,21 +158,30 @@ def unroll(
     if fused is None:
         fused = preferred_fused(cell)
     kernel = kernel_for(cell) if fused else None
+
+    # Steps per loop iteration, chosen per run: with checkpointing, for a chunk's length.
+    def steps_per_iteration(xs: Array) -> int | bool:
+        return preferred_unroll(cell, xs.shape[0]) if unroll is None else unroll
+
     if kernel is not None:
-        fused_steps = 1 if unroll is None else unroll
 
         def run(params: Any, state: Any, xs: Array, valid: Array | None) -> tuple[Any, Array]:
             return fused_unroll(
-                kernel, cell.step, params, xs, state, valid, reverse=reverse, unroll=fused_steps
+                kernel,
+                cell.step,
+                params,
+                xs,
+                state,
+                valid,
+                reverse=reverse,
+                unroll=steps_per_iteration(xs),
             )
 
     else:
 
         def run(params: Any, state: Any, xs: Array, valid: Array | None) -> tuple[Any, Array]:
-            # Chosen per run: with checkpointing, a chunk's length rather than T's.
-            steps_per_iteration = preferred_unroll(cell, xs.shape[0]) if unroll is None else unroll
             return scan_step(
-                cell.step, params, xs, state, valid, reverse=reverse, unroll=steps_per_iteration
+                cell.step, params, xs, state, valid, reverse=reverse, unroll=steps_per_iteration(xs)
             )
 
     if checkpoint_every is not None and checkpoint_every < num_steps:

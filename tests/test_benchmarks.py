@@ -211,6 +211,24 @@ def test_unroll_smoke(monkeypatch):
     speed_up = gru["1"]["train_ms"] / gru["2"]["train_ms"]
     assert "| gru (2, 6, 3, 4) | 2 | " in report and f"{speed_up:.2f}x |" in report
     assert "over the cores" not in report  # no column for a placement that did not run
+    # --other-path: the path each cell's default does not take.
+    assert [unroll.path_fused(c, other_path=True) for c in ("lstm", "gru", "rnn")] == [
+        False,
+        True,
+        False,
+    ]
+    assert unroll.path_fused("gru") is None  # the default path, fused=None
+
+
+def test_speed_report_names_the_default_path_of_each_cell():
+    speed = load("speed")
+    assert speed.fused_by_default() == ["rnn", "lstm"]
+    assert speed.default_paths({"fused_by_default": ["rnn", "lstm"]}) == (
+        "the LSTM and RNN",
+        "the GRU",
+    )
+    # Reports from before `fused_by_default` was recorded had only the LSTM on its kernel.
+    assert speed.default_paths({}) == ("the LSTM", "the GRU and RNN")
 
 
 def test_checkpointing_smoke(monkeypatch):

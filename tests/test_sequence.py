@@ -110,7 +110,8 @@ def scan_unroll_factors(fn, *args):
         ("gru", 8, {}, [2]),
         ("lstm", 8, {}, [1]),
         ("gru", 7, {}, [1]),  # a remainder step made the loop slower
-        ("gru", 8, {"fused": True}, [1]),
+        ("gru", 8, {"fused": True}, [2]),  # the kernels take the same default
+        ("gru", 8, {"fused": True, "unroll": 1}, [1]),
         ("gru", 8, {"unroll": 4}, [4]),
         # Checkpointed: chosen per chunk (4 steps) and for the 3 left over.
         ("rnn", 11, {"checkpoint_every": 4}, [2, 1]),
@@ -128,13 +129,14 @@ def test_default_unroll_is_the_cells_preference_where_the_length_divides(
 
 
 def test_default_path_is_the_cells_preferred_path(cell_name):
-    """`fused=None` runs the LSTM on its fused kernel and the RNN and GRU on the reference
-    path: the same program as asking for that path, so bit-for-bit the same results."""
+    """`fused=None` runs the LSTM and the RNN on their fused kernels and the GRU on the
+    reference path: the same program as asking for that path, so bit-for-bit the same
+    results."""
     cell = make_cell(cell_name, H)
     params = random_params(cell, jax.random.key(0), I, jnp.float32)
     xs = jax.random.normal(jax.random.key(1), (B, 8, I), jnp.float32)
     chosen = rnnjax.cells.preferred_fused(cell)
-    assert chosen == (cell_name == "lstm")
+    assert chosen == (cell_name in ("lstm", "rnn"))
 
     def forward(fused):
         return lambda p: rnnjax.unroll(cell, p, xs, fused=fused)[0]
@@ -159,15 +161,19 @@ def test_cells_of_your_own_run_on_the_reference_path():
     assert not rnnjax.cells.preferred_fused(custom)
 
 
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("input_size", [3, 40])  # the fused kernels' two projections
 @pytest.mark.parametrize("cell_name", ["rnn", "gru"])
-def test_default_unroll_gives_float32_results_bit_for_bit_equal_to_one_step(cell_name):
+def test_default_unroll_gives_float32_results_bit_for_bit_equal_to_one_step(
+    cell_name, input_size, fused
+):
     cell = make_cell(cell_name, 16)
-    params = random_params(cell, jax.random.key(0), 3, jnp.float32)
-    xs = jax.random.normal(jax.random.key(1), (8, 20, 3), jnp.float32)
+    params = random_params(cell, jax.random.key(0), input_size, jnp.float32)
+    xs = jax.random.normal(jax.random.key(1), (8, 20, input_size), jnp.float32)
 
     def outputs_and_grads(unroll):
         def loss(params):
-            hs, _ = rnnjax.unroll(cell, params, xs, unroll=unroll)
+            hs, _ = rnnjax.unroll(cell, params, xs, unroll=unroll, fused=fused)
             return jnp.sum(jnp.sin(hs)), hs
 
         return jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
