@@ -18,8 +18,9 @@ CPU is where the time goes:
    backward pass (a reverse scan with one matmul per step, then the weight
    gradients `h_prev^T @ d_gates` and `xs^T @ d_gates` as one matmul each)
    while `jax.jvp`, `jax.jacfwd` and Hessians work as well;
-3. without differentiation (inference) the sequence runs `cell.step` itself,
-   which saves nothing.
+3. without differentiation (inference) the sequence runs the kernel's forward
+   equations in a loop that saves nothing and writes batch-major outputs in
+   that layout as it goes (`kernel_values`, `scan_outputs`).
 
 The kernels are equal to `cell.step` unrolled with autodiff up to floating-point
 rounding (tested in float64, outputs and every gradient). A cell has a kernel
@@ -229,6 +230,60 @@ def masked_step(valid: Array | None, new: Any, old: Any, outputs: Any) -> tuple[
     return state, jax.tree.map(lambda a: jnp.where(keep, a, 0), outputs)
 
 
+def scan_outputs(
+    step_fn: Callable[[Any, Array, Array | None], tuple[Any, Array]],
+    state: Any,
+    xs: Array,
+    valid: Array | None,
+    *,
+    reverse: bool,
+    unroll: int | bool,
+    batch_major: bool = False,
+) -> tuple[Any, Array]:
+    """`step_fn(state, x_t, valid_t) -> (state, h_t)` over the leading axis of `xs (T, N, I)`.
+
+    Returns `(final_state, hs)`, with `hs (T, N, H)`, or `(N, T, H)` when `batch_major`.
+    Batch-major outputs are written step by step into an `(N, T, H)` buffer that the
+    loop carries (`h_t` into column `t`), so no transpose of the whole sequence
+    follows the loop, which on a CPU is a copy of every output into fresh memory (a
+    visible part of an inference pass in our measurements). The values are the same
+    either way; only where they are stored changes.
+    """
+    if not batch_major:
+
+        def body(carry: Any, step_inputs: tuple) -> tuple[Any, Array]:
+            return step_fn(carry, *step_inputs)
+
+        return jax.lax.scan(body, state, (xs, valid), reverse=reverse, unroll=unroll)
+
+    num_steps = xs.shape[0]
+    first_valid = None if valid is None else valid[0]
+    h_type = jax.eval_shape(lambda s, x, v: step_fn(s, x, v)[1], state, xs[0], first_valid)
+    # zeros_like keeps the state's sharding type inside `jax.shard_map` (varying over
+    # the devices), as the loop's carry must.
+    buffer = jnp.zeros_like(
+        jax.tree.leaves(state)[0],
+        dtype=h_type.dtype,
+        shape=(h_type.shape[0], num_steps, *h_type.shape[1:]),
+    )
+
+    def buffer_body(carry: tuple, step_inputs: tuple) -> tuple[tuple, None]:
+        state, buffer = carry
+        x_t, valid_t, t = step_inputs
+        state, h = step_fn(state, x_t, valid_t)
+        buffer = jax.lax.dynamic_update_slice_in_dim(buffer, h[:, None], t, axis=1)
+        return (state, buffer), None
+
+    (final, hs), _ = jax.lax.scan(
+        buffer_body,
+        (state, buffer),
+        (xs, valid, jnp.arange(num_steps)),
+        reverse=reverse,
+        unroll=unroll,
+    )
+    return final, hs
+
+
 def scan_step(
     step: Callable,
     params: Any,
@@ -241,18 +296,52 @@ def scan_step(
 ) -> tuple[Any, Array]:
     """A cell's `step` in a `lax.scan`: `xs (T, N, I)` -> `(final_state, hs (T, N, H))`.
 
-    The loop both paths of `rnnjax.unroll` run for values: the reference path always
-    (JAX differentiates it), the fused kernels when nothing differentiates. The
+    The loop of the reference path of `rnnjax.unroll` (JAX differentiates it). The
     state keeps its dtype from step to step, as `lax.scan` requires of its carry.
     """
 
-    def body(carry: Any, step_inputs: tuple) -> tuple[Any, Array]:
-        x, valid_t = step_inputs
+    def step_fn(carry: Any, x: Array, valid_t: Array | None) -> tuple[Any, Array]:
         new, h = step(params, carry, x)
         new = jax.tree.map(lambda a, b: a.astype(b.dtype), new, carry)
         return masked_step(valid_t, new, carry, h)
 
-    return jax.lax.scan(body, state, (xs, valid), reverse=reverse, unroll=unroll)
+    return scan_outputs(step_fn, state, xs, valid, reverse=reverse, unroll=unroll)
+
+
+def kernel_values(
+    kernel: Kernel,
+    params: Any,
+    xs: Array,
+    state: Any,
+    valid: Array | None,
+    *,
+    reverse: bool,
+    unroll: int | bool,
+    batch_major: bool = False,
+) -> tuple[Any, Array]:
+    """The kernel's forward equations over `xs (T, N, I)`, values only: `(final_state, hs)`.
+
+    What the fused path computes when nothing differentiates. Each step projects
+    its own input (`x_t @ w_ih + b`, inside the loop: a `(T, N, G)` projection
+    buffer made before it was slower in the inference rows we tried, since inference has
+    no backward pass to share it with) and saves nothing for a derivative (XLA
+    drops the residuals `forward` returns). `hs` is `(T, N, H)`, or `(N, T, H)`
+    when `batch_major` (`scan_outputs`). Equal to `cell.step` in a loop up to float
+    rounding: the LSTM's kernel takes one sigmoid over all four gate blocks, which
+    runs faster than `cell.step`'s three sigmoids and a tanh (`benchmarks/speed.py`
+    times both paths' inference).
+    """
+    bias = params.b[None, :]
+
+    def step_fn(carry: Any, x: Array, valid_t: Array | None) -> tuple[Any, Array]:
+        hw = _recurrent_projection(kernel, params, kernel.hidden(carry))
+        new, h, _ = kernel.forward(carry, x @ params.w_ih + bias, hw)
+        new = jax.tree.map(lambda a, b: a.astype(b.dtype), new, carry)
+        return masked_step(valid_t, new, carry, h)
+
+    return scan_outputs(
+        step_fn, state, xs, valid, reverse=reverse, unroll=unroll, batch_major=batch_major
+    )
 
 
 def _apply_to_rows(fn: Callable[[Array], Array], xs: Array) -> Array:
@@ -288,26 +377,28 @@ def _recurrent_projection(kernel: Kernel, params: Any, h: Array) -> Array:
     return hw + kernel.recurrent_bias(params)[None, :]
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 6, 7))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 5, 6, 7))
 def _fused(
     kernel: Kernel,
-    step: Callable,
     params: Any,
     xs: Array,
     state: Any,
     valid: Array | None,
     reverse: bool,
     unroll: int | bool,
+    batch_major: bool,
 ) -> tuple[Any, Array]:
-    # Values only (nothing differentiates): the cell's own step, which saves nothing.
-    return scan_step(step, params, xs, state, valid, reverse=reverse, unroll=unroll)
+    # Values only (nothing differentiates): the forward equations, saving nothing.
+    return kernel_values(
+        kernel, params, xs, state, valid, reverse=reverse, unroll=unroll, batch_major=batch_major
+    )
 
 
 def _fused_jvp(
     kernel: Kernel,
-    step: Callable,
     reverse: bool,
     unroll: int | bool,
+    batch_major: bool,
     primals: tuple,
     tangents: tuple,
 ) -> tuple[tuple[Any, Array], tuple[Any, Array]]:
@@ -391,6 +482,8 @@ def _fused_jvp(
         reverse=reverse,
         unroll=unroll,
     )
+    if batch_major:  # (T, N, H) -> (N, T, H), for values and tangents alike
+        hs, d_hs = jnp.swapaxes(hs, 0, 1), jnp.swapaxes(d_hs, 0, 1)
     return (final, hs), (d_final, d_hs)
 
 
@@ -399,7 +492,6 @@ _fused.defjvp(_fused_jvp, symbolic_zeros=True)
 
 def fused_unroll(
     kernel: Kernel,
-    step: Callable,
     params: Any,
     xs: Array,
     state: Any,
@@ -407,13 +499,12 @@ def fused_unroll(
     *,
     reverse: bool = False,
     unroll: int | bool = 1,
+    batch_major: bool = False,
 ) -> tuple[Any, Array]:
     """Runs a cell over a time-major sequence, differentiated through `kernel`.
 
     Args:
       kernel: from `kernel_for(cell)`.
-      step: the cell's step function (`cell.step`), which computes the values
-        when nothing differentiates.
       params: the cell's parameters.
       xs: inputs `(T, N, I)` in the compute dtype.
       state: initial state, arrays `(N, H)` in the compute dtype.
@@ -421,8 +512,11 @@ def fused_unroll(
         unchanged and outputs zeros (padding past a sequence's length).
       reverse: run from the last step to the first.
       unroll: steps per loop iteration, as in `lax.scan`.
+      batch_major: return `hs` as `(N, T, H)` instead of `(T, N, H)`; without
+        differentiation the loop then writes them in that layout itself
+        (`scan_outputs`), with it they are transposed after the loop.
 
     Returns:
-      `(final_state, hs)` with `hs` of shape `(T, N, H)`.
+      `(final_state, hs)` with `hs` of shape `(T, N, H)`, or `(N, T, H)`.
     """
-    return _fused(kernel, step, params, xs, state, valid, reverse, unroll)
+    return _fused(kernel, params, xs, state, valid, reverse, unroll, batch_major)

@@ -86,8 +86,10 @@ def unroll(
         choose, `rnnjax.cells.preferred_fused(cell)`: the kernel for the LSTM and
         the RNN, whose training it made faster on most shapes we measured, the
         reference path for the GRU. Forward mode (`jax.jvp`) and second
-        derivatives work on both paths; values computed without differentiation
-        are the reference path's. Both paths are equal up to rounding.
+        derivatives work on both paths. Without differentiation (inference) the
+        fused path runs the kernel's forward equations in a loop that saves
+        nothing and writes batch-major outputs in place, with no transpose after
+        it. Both paths are equal up to rounding.
 
     Returns:
       `(hs, final_state)`: `hs` is `(B, T, H)` (`(T, B, H)` time-major, `(T, H)`
@@ -163,18 +165,23 @@ def unroll(
     def steps_per_iteration(xs: Array) -> int | bool:
         return preferred_unroll(cell, xs.shape[0]) if unroll is None else unroll
 
+    chunked = checkpoint_every is not None and checkpoint_every < num_steps
+    # The fused path returns batch-major outputs in that layout (its inference loop
+    # writes them so); the others run time-major and are transposed at the end.
+    batch_major = kernel is not None and not chunked and bool(batch_shape) and not time_major
+
     if kernel is not None:
 
         def run(params: Any, state: Any, xs: Array, valid: Array | None) -> tuple[Any, Array]:
             return fused_unroll(
                 kernel,
-                cell.step,
                 params,
                 xs,
                 state,
                 valid,
                 reverse=reverse,
                 unroll=steps_per_iteration(xs),
+                batch_major=batch_major,
             )
 
     else:
@@ -184,27 +191,32 @@ def unroll(
                 cell.step, params, xs, state, valid, reverse=reverse, unroll=steps_per_iteration(xs)
             )
 
-    if checkpoint_every is not None and checkpoint_every < num_steps:
+    if chunked:
         run = functools.partial(_checkpointed, run, chunk=checkpoint_every, reverse=reverse)
     mesh = parallel.ambient_batch_mesh(flat)
     if mesh is not None:
-        run = _split_over_batch(run, mesh)
+        run = _split_over_batch(run, mesh, outputs_batch_major=batch_major)
     final_state, hs = run(params, state, xs, valid)
 
-    hs = hs.reshape(num_steps, *batch_shape, hs.shape[-1])
     final_state = jax.tree.map(lambda s: s.reshape(*batch_shape, s.shape[-1]), final_state)
+    if batch_major:
+        return hs.reshape(*batch_shape, num_steps, hs.shape[-1]), final_state
+    hs = hs.reshape(num_steps, *batch_shape, hs.shape[-1])
     if hs.ndim == 3 and not time_major:
         hs = jnp.swapaxes(hs, 0, 1)
     return hs, final_state
 
 
-def _split_over_batch(run: Callable[..., tuple[Any, Array]], mesh: Any) -> Callable:
+def _split_over_batch(
+    run: Callable[..., tuple[Any, Array]], mesh: Any, *, outputs_batch_major: bool = False
+) -> Callable:
     """`run` on every device of `mesh` at once, each on its share of the batch.
 
     The recurrence never mixes sequences, so each device runs the whole loop on
     `N / devices` sequences with no communication between steps: only the
     parameters' gradients are summed over the devices, once, by the transpose of
-    `jax.shard_map` (parameters enter replicated).
+    `jax.shard_map` (parameters enter replicated). `run` returns outputs `(T, N, H)`,
+    or `(N, T, H)` with `outputs_batch_major`.
     """
     whole, rows = parallel.batch_spec(None), parallel.batch_spec(0)
     steps_rows = parallel.batch_spec(1)  # (T, N, ...): split along N
@@ -217,7 +229,8 @@ def _split_over_batch(run: Callable[..., tuple[Any, Array]], mesh: Any) -> Calla
 
     def split_run(params: Any, state: Any, xs: Array, valid: Array | None) -> tuple[Any, Array]:
         specs = (whole, rows, steps_rows, None if valid is None else steps_rows)
-        sharded = jax.shard_map(run_share, mesh=mesh, in_specs=specs, out_specs=(rows, steps_rows))
+        outputs = rows if outputs_batch_major else steps_rows
+        sharded = jax.shard_map(run_share, mesh=mesh, in_specs=specs, out_specs=(rows, outputs))
         return sharded(params, state, xs, valid)
 
     return split_run

@@ -277,12 +277,35 @@ def test_fused_second_derivatives_equal_reference(cell_name):
     assert_trees_close(hvp_and_grad_of_grad_norm(True), hvp_and_grad_of_grad_norm(False))
 
 
-def test_fused_inference_runs_the_cells_step():
-    """Without differentiation the fused path computes exactly what the reference path does."""
-    cell = rnnjax.lstm(8)
-    params = cell.init(jax.random.key(0), 1, jnp.float32)
-    xs = jax.random.normal(jax.random.key(1), (4, 50, 1), jnp.float32)
+def primitives_of(fn, *args):
+    """The names of all primitives in `fn`'s jaxpr, its sub-jaxprs included."""
+    names = []
+
+    def visit(jaxpr):
+        for eqn in jaxpr.eqns:
+            names.append(eqn.primitive.name)
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                visit(sub)
+
+    visit(jax.make_jaxpr(fn)(*args).jaxpr)
+    return names
+
+
+@pytest.mark.parametrize("time_major", [False, True])
+def test_fused_inference_writes_outputs_in_their_layout(cell_name, time_major):
+    """Without differentiation the fused path runs the kernel's forward equations, close
+    to the reference path in float32, and writes batch-major outputs into the loop's
+    buffer: the only transpose left is the one of the inputs."""
+    cell = make_cell(cell_name, 8)
+    params = random_params(cell, jax.random.key(0), 3, jnp.float32)
+    xs = jax.random.normal(jax.random.key(1), (4, 50, 3), jnp.float32)
+    if time_major:
+        xs = jnp.swapaxes(xs, 0, 1)
     run = jax.jit(
-        lambda p, x, use_fused: rnnjax.unroll(cell, p, x, fused=use_fused)[0], static_argnums=2
+        lambda p, x, use_fused: rnnjax.unroll(cell, p, x, time_major=time_major, fused=use_fused),
+        static_argnums=2,
     )
-    np.testing.assert_array_equal(run(params, xs, True), run(params, xs, False))
+    assert_trees_close(run(params, xs, True), run(params, xs, False), tol=2e-6)
+    names = primitives_of(lambda p, x: run(p, x, True)[0], params, xs)
+    assert names.count("transpose") == (0 if time_major else 1)
+    assert ("dynamic_update_slice" in names) == (not time_major)
