@@ -78,12 +78,18 @@ class Kernel(NamedTuple):
       recurrent_bias: `recurrent_bias(params) -> (G,)`, a bias inside the
         recurrent projection (the GRU's `b_hn`, which its reset gate
         multiplies), linear in `params`; None for cells without one.
+      values_from_step: whether inference (no differentiation) runs the cell's own
+        `step` rather than `forward`: True for the GRU, whose `forward` ran its
+        inference slower than `cell.step` on a CPU (up to twice as slow at `I = 1`
+        in our measurements), False for the LSTM and the RNN, whose `forward` ran it
+        faster.
     """
 
     forward: Callable[..., tuple[Any, Array, Any]]
     tangent: Callable[..., tuple[Any, Array]]
     hidden: Callable[[Any], Array]
     recurrent_bias: Callable[[Any], Array] | None = None
+    values_from_step: bool = False
 
 
 _KERNELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -210,7 +216,9 @@ def _gru_recurrent_bias(params: Any) -> Array:
     return jnp.concatenate([jnp.zeros(2 * params.b_hn.shape[0], params.b_hn.dtype), params.b_hn])
 
 
-GRU_KERNEL = Kernel(_gru_forward, _gru_tangent, _identity, _gru_recurrent_bias)
+GRU_KERNEL = Kernel(
+    _gru_forward, _gru_tangent, _identity, _gru_recurrent_bias, values_from_step=True
+)
 
 
 # -- the sequence ----------------------------------------------------------------------
@@ -310,6 +318,7 @@ def scan_step(
 
 def kernel_values(
     kernel: Kernel,
+    step: Callable,
     params: Any,
     xs: Array,
     state: Any,
@@ -319,23 +328,27 @@ def kernel_values(
     unroll: int | bool,
     batch_major: bool = False,
 ) -> tuple[Any, Array]:
-    """The kernel's forward equations over `xs (T, N, I)`, values only: `(final_state, hs)`.
+    """The sequence's values only, `(final_state, hs)`, for `xs (T, N, I)`.
 
-    What the fused path computes when nothing differentiates. Each step projects
-    its own input (`x_t @ w_ih + b`, inside the loop: a `(T, N, G)` projection
-    buffer made before it was slower in the inference rows we tried, since inference has
-    no backward pass to share it with) and saves nothing for a derivative (XLA
-    drops the residuals `forward` returns). `hs` is `(T, N, H)`, or `(N, T, H)`
-    when `batch_major` (`scan_outputs`). Equal to `cell.step` in a loop up to float
-    rounding: the LSTM's kernel takes one sigmoid over all four gate blocks, which
-    runs faster than `cell.step`'s three sigmoids and a tanh (`benchmarks/speed.py`
-    times both paths' inference).
+    What the fused path computes when nothing differentiates: the kernel's
+    `forward`, or the cell's own `step` when `kernel.values_from_step`, in a loop
+    that saves nothing for a derivative (XLA drops the residuals `forward`
+    returns). Each step projects its own input (`x_t @ w_ih + b`, inside the loop: a
+    `(T, N, G)` projection buffer made before it was slower in the inference rows
+    we tried, since inference has no backward pass to share it with). `hs` is
+    `(T, N, H)`, or `(N, T, H)` when `batch_major` (`scan_outputs`). Equal to
+    `cell.step` in a loop up to float rounding: the LSTM's kernel takes one sigmoid
+    over all four gate blocks, which runs faster than `cell.step`'s three sigmoids
+    and a tanh (`benchmarks/speed.py` times both paths' inference).
     """
     bias = params.b[None, :]
 
     def step_fn(carry: Any, x: Array, valid_t: Array | None) -> tuple[Any, Array]:
-        hw = _recurrent_projection(kernel, params, kernel.hidden(carry))
-        new, h, _ = kernel.forward(carry, x @ params.w_ih + bias, hw)
+        if kernel.values_from_step:
+            new, h = step(params, carry, x)
+        else:
+            hw = _recurrent_projection(kernel, params, kernel.hidden(carry))
+            new, h, _ = kernel.forward(carry, x @ params.w_ih + bias, hw)
         new = jax.tree.map(lambda a, b: a.astype(b.dtype), new, carry)
         return masked_step(valid_t, new, carry, h)
 
@@ -377,9 +390,10 @@ def _recurrent_projection(kernel: Kernel, params: Any, h: Array) -> Array:
     return hw + kernel.recurrent_bias(params)[None, :]
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 5, 6, 7))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 6, 7, 8))
 def _fused(
     kernel: Kernel,
+    step: Callable,
     params: Any,
     xs: Array,
     state: Any,
@@ -390,12 +404,21 @@ def _fused(
 ) -> tuple[Any, Array]:
     # Values only (nothing differentiates): the forward equations, saving nothing.
     return kernel_values(
-        kernel, params, xs, state, valid, reverse=reverse, unroll=unroll, batch_major=batch_major
+        kernel,
+        step,
+        params,
+        xs,
+        state,
+        valid,
+        reverse=reverse,
+        unroll=unroll,
+        batch_major=batch_major,
     )
 
 
 def _fused_jvp(
     kernel: Kernel,
+    step: Callable,
     reverse: bool,
     unroll: int | bool,
     batch_major: bool,
@@ -492,6 +515,7 @@ _fused.defjvp(_fused_jvp, symbolic_zeros=True)
 
 def fused_unroll(
     kernel: Kernel,
+    step: Callable,
     params: Any,
     xs: Array,
     state: Any,
@@ -505,6 +529,8 @@ def fused_unroll(
 
     Args:
       kernel: from `kernel_for(cell)`.
+      step: the cell's step function (`cell.step`), which computes the values
+        without differentiation when `kernel.values_from_step`.
       params: the cell's parameters.
       xs: inputs `(T, N, I)` in the compute dtype.
       state: initial state, arrays `(N, H)` in the compute dtype.
@@ -519,4 +545,4 @@ def fused_unroll(
     Returns:
       `(final_state, hs)` with `hs` of shape `(T, N, H)`, or `(N, T, H)`.
     """
-    return _fused(kernel, params, xs, state, valid, reverse, unroll, batch_major)
+    return _fused(kernel, step, params, xs, state, valid, reverse, unroll, batch_major)

@@ -175,6 +175,7 @@ def unroll(
         def run(params: Any, state: Any, xs: Array, valid: Array | None) -> tuple[Any, Array]:
             return fused_unroll(
                 kernel,
+                cell.step,
                 params,
                 xs,
                 state,
