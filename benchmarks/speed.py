@@ -321,11 +321,17 @@ def interleaved_median_ms(calls: dict, rounds: int) -> dict:
     """Median milliseconds of every call in `calls`, `{key: (fn, ...)}` of no-argument
     functions, over `rounds` rounds that each time every fn once, in turn, so that a
     slow moment of a shared machine falls on all of them alike. Returns
-    `{key: [ms, ...]}`, one median per fn, in the order of that key's fns."""
+    `{key: [ms, ...]}`, one median per fn, in the order of that key's fns.
+
+    Every timed call follows an untimed call of the same fn, so that no fn pays for
+    the one before it: PyTorch's OpenMP threads keep spinning for a while after its
+    calls return, and a fn timed right after PyTorch ran several milliseconds slower
+    than the same fn timed later in the round (measured on 2 cores)."""
     times = {key: [[] for _ in fns] for key, fns in calls.items()}
     for _ in range(rounds):
         for key, fns in calls.items():
             for fn, samples in zip(fns, times[key]):
+                fn()
                 samples.append(time_once(fn))
     return {
         key: [1000 * statistics.median(samples) for samples in per_fn]
