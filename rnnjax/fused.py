@@ -80,8 +80,8 @@ class Kernel(NamedTuple):
         multiplies), linear in `params`; None for cells without one.
       values_from_step: whether inference (no differentiation) runs the cell's own
         `step` rather than `forward`: True for the GRU, whose `forward` ran its
-        inference slower than `cell.step` on a CPU (up to twice as slow at `I = 1`
-        in our measurements), False for the LSTM and the RNN, whose `forward` ran it
+        inference slower than `cell.step` on a CPU (most at `I = 1`
+        in our scratch measurements), False for the LSTM and the RNN, whose `forward` ran it
         faster.
     """
 
