@@ -301,11 +301,14 @@ def scan_step(
     *,
     reverse: bool,
     unroll: int | bool,
+    batch_major: bool = False,
 ) -> tuple[Any, Array]:
     """A cell's `step` in a `lax.scan`: `xs (T, N, I)` -> `(final_state, hs (T, N, H))`.
 
-    The loop of the reference path of `rnnjax.unroll` (JAX differentiates it). The
-    state keeps its dtype from step to step, as `lax.scan` requires of its carry.
+    The loop of the reference path of `rnnjax.unroll` (JAX differentiates it), and of
+    the fused path's values for kernels with `values_from_step`; `batch_major` as in
+    `scan_outputs`. The state keeps its dtype from step to step, as `lax.scan`
+    requires of its carry.
     """
 
     def step_fn(carry: Any, x: Array, valid_t: Array | None) -> tuple[Any, Array]:
@@ -313,7 +316,9 @@ def scan_step(
         new = jax.tree.map(lambda a, b: a.astype(b.dtype), new, carry)
         return masked_step(valid_t, new, carry, h)
 
-    return scan_outputs(step_fn, state, xs, valid, reverse=reverse, unroll=unroll)
+    return scan_outputs(
+        step_fn, state, xs, valid, reverse=reverse, unroll=unroll, batch_major=batch_major
+    )
 
 
 def kernel_values(
@@ -341,20 +346,17 @@ def kernel_values(
     over all four gate blocks, which runs faster than `cell.step`'s three sigmoids
     and a tanh (`benchmarks/speed.py` times both paths' inference).
     """
+    options = {"reverse": reverse, "unroll": unroll, "batch_major": batch_major}
+    if kernel.values_from_step:
+        return scan_step(step, params, xs, state, valid, **options)
     bias = params.b[None, :]
 
     def step_fn(carry: Any, x: Array, valid_t: Array | None) -> tuple[Any, Array]:
-        if kernel.values_from_step:
-            new, h = step(params, carry, x)
-        else:
-            hw = _recurrent_projection(kernel, params, kernel.hidden(carry))
-            new, h, _ = kernel.forward(carry, x @ params.w_ih + bias, hw)
+        new, h, _ = _kernel_step(kernel, params, carry, x @ params.w_ih + bias)
         new = jax.tree.map(lambda a, b: a.astype(b.dtype), new, carry)
         return masked_step(valid_t, new, carry, h)
 
-    return scan_outputs(
-        step_fn, state, xs, valid, reverse=reverse, unroll=unroll, batch_major=batch_major
-    )
+    return scan_outputs(step_fn, state, xs, valid, **options)
 
 
 def _apply_to_rows(fn: Callable[[Array], Array], xs: Array) -> Array:
@@ -388,6 +390,12 @@ def _recurrent_projection(kernel: Kernel, params: Any, h: Array) -> Array:
     if kernel.recurrent_bias is None:
         return hw
     return hw + kernel.recurrent_bias(params)[None, :]
+
+
+def _kernel_step(kernel: Kernel, params: Any, carry: Any, xw: Array) -> tuple[Any, Array, Any]:
+    """`kernel.forward` at one step, given the step's input projection `xw (N, G)`."""
+    hw = _recurrent_projection(kernel, params, kernel.hidden(carry))
+    return kernel.forward(carry, xw, hw)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 6, 7, 8))
@@ -444,11 +452,10 @@ def _fused_jvp(
     def body(carry: Any, step_inputs: tuple) -> tuple[Any, tuple]:
         input_t, valid_t = step_inputs
         xw_t = input_t @ params.w_ih if project_in_loop else input_t
-        h_prev = kernel.hidden(carry)
-        hw = _recurrent_projection(kernel, params, h_prev)
-        new, h, residual = kernel.forward(carry, xw_t + bias, hw)
+        new, h, residual = _kernel_step(kernel, params, carry, xw_t + bias)
         new, h = masked_step(valid_t, new, carry, h)
-        return new, (h, h_prev if save_h_prev else None, residual)
+        h_prev = kernel.hidden(carry) if save_h_prev else None
+        return new, (h, h_prev, residual)
 
     final, (hs, h_prev, residuals) = jax.lax.scan(
         body, state, (inputs, valid), reverse=reverse, unroll=unroll
