@@ -65,18 +65,24 @@ def test_fused_equals_reference_outputs_and_gradients(cell_name, reverse, with_l
 
 
 @pytest.mark.parametrize("reverse", [False, True])
-def test_fused_equals_reference_with_inputs_projected_before_the_loop(cell_name, reverse):
-    # Inputs wider than IN_LOOP_INPUT_MAX take the other projection branch.
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_fused_equals_reference_with_inputs_projected_before_the_loop(
+    cell_name, reverse, with_lengths
+):
+    # Inputs wider than IN_LOOP_INPUT_MAX take the other projection branch, where the
+    # loop writes its residuals over the projections it has read.
     wide = fused.IN_LOOP_INPUT_MAX + 1
     cell, params, xs, state = setup(cell_name, input_size=wide)
-    got = outputs_and_grads(cell, params, xs, state, fused=True, reverse=reverse)
-    want = outputs_and_grads(cell, params, xs, state, fused=False, reverse=reverse)
+    lengths = jnp.array([T, 2, 6]) if with_lengths else None
+    options = dict(lengths=lengths, reverse=reverse)
+    got = outputs_and_grads(cell, params, xs, state, fused=True, **options)
+    want = outputs_and_grads(cell, params, xs, state, fused=False, **options)
     assert_trees_close(got, want)
 
 
-def forward_scan_shapes(cell, params, xs, **options):
+def forward_scan_shapes(cell, params, xs, carried=False, **options):
     """The shapes of the scanned inputs and stacked outputs of the first scan in the
-    gradient's jaxpr: the fused forward pass."""
+    gradient's jaxpr, the fused forward pass, and with `carried` those of its carry."""
 
     def loss(params):
         hs, _ = rnnjax.unroll(cell, params, xs, fused=True, **options)
@@ -96,6 +102,8 @@ def forward_scan_shapes(cell, params, xs, **options):
     consts, carries = scan.params["num_consts"], scan.params["num_carry"]
     scanned = [v.aval.shape for v in scan.invars[consts + carries :]]
     stacked = [v.aval.shape for v in scan.outvars[carries:]]
+    if carried:
+        return scanned, stacked, [v.aval.shape for v in scan.outvars[:carries]]
     return scanned, stacked
 
 
@@ -104,11 +112,16 @@ def test_fused_forward_scan_reads_narrow_inputs_unprojected(input_size):
     cell = rnnjax.lstm(H)
     params = random_params(cell, jax.random.key(0), input_size)
     xs = random_inputs(jax.random.key(1), (B, T, input_size))
-    scanned, _ = forward_scan_shapes(cell, params, xs)
+    scanned, stacked, carried = forward_scan_shapes(cell, params, xs, carried=True)
     if input_size <= fused.IN_LOOP_INPUT_MAX:
         assert scanned == [(T, B, input_size)]
+        assert (T, B, 4 * H) in stacked  # the gate-wide residual
     else:
-        assert scanned == [(T, B, 4 * H)]
+        # The projections, made before the loop, are its carry: each step reads its row
+        # by the step's index and writes its gate-wide residual over it.
+        assert scanned == [(T,)]
+        assert (T, B, 4 * H) in carried
+        assert (T, B, 4 * H) not in stacked
 
 
 def test_fused_forward_scan_saves_the_previous_hidden_state_only_when_padded(cell_name):
