@@ -1,5 +1,6 @@
 """Tiny smoke runs of the benchmarks (every output, sane contents), and the CPU profile's report."""
 
+import collections
 import importlib.util
 import json
 import pathlib
@@ -218,6 +219,52 @@ def test_unroll_smoke(monkeypatch):
         False,
     ]
     assert unroll.path_fused("gru") is None  # the default path, fused=None
+
+
+def test_step_profile_groups_the_operations_of_a_compiled_program(monkeypatch):
+    """The matmul of a loop's body counts as in the loops, a matmul after the loop as
+    outside them, and the body's other operations as the loops' other work."""
+    import jax
+    import jax.numpy as jnp
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # step_profile.py imports speed.py beside it
+    step_profile = load("step_profile")
+
+    def program(w, h):
+        def body(h, _):
+            return jnp.tanh(h @ w), None
+
+        h, _ = jax.lax.scan(body, h, None, length=5)
+        return h @ w.T
+
+    text = jax.jit(program).lower(jnp.ones((6, 6)), jnp.ones((3, 6))).compile().as_text()
+    groups = step_profile.operation_groups(text)
+    counts = collections.Counter(groups.values())
+    assert counts["matmuls in the loops"] == 1
+    assert counts["matmuls outside the loops"] == 1
+    assert counts["other work in the loops"] >= 1  # the tanh, the loop's counter, the while
+    assert set(groups.values()) <= set(step_profile.GROUPS)
+
+
+def test_step_profile_smoke(monkeypatch):
+    """A tiny row is profiled and timed; its groups add up to no more than the traced
+    busy time, and the report shows every table (and regenerates from its JSON)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    step_profile = load("step_profile")
+    row = step_profile.profile_row("lstm", (2, 6, 40, 4), rounds=1)
+    assert set(row["groups_ms"]) == set(step_profile.GROUPS)
+    assert row["groups_ms"]["matmuls in the loops"] > 0
+    assert row["wall_ms"]["rnnjax"] > 0 and row["scratch_mib_per_device"] >= 0
+    in_place = step_profile.in_place_ms((2, 6, 40, 4), rounds=1)
+    assert {(r["cell"], r["placement"]) for r in in_place} >= {("lstm", "one device")}
+    assert all(r["in_place_ms"] > 0 and r["stacked_ms"] > 0 for r in in_place)
+    meta = {"jax": "x", "cpu_count": 1, "jax_cpu_devices": 1, "rounds": 1}
+    results = {"meta": meta, "rows": [row], "in_place_shape": [2, 6, 40, 4], "in_place": in_place}
+    report = step_profile.markdown(results)
+    assert "| lstm (2, 6, 40, 4) | " in report and "| lstm | one device | " in report
+    folder = BENCHMARKS / "results" / "step_profile"
+    committed = json.loads((folder / "step_profile.json").read_text())
+    assert step_profile.markdown(committed) == (folder / "step_profile.md").read_text()
 
 
 def test_speed_report_names_the_default_path_of_each_cell():
