@@ -39,7 +39,11 @@ the default for every cell, and those with a `default_path` but no
 the cores** the other path) with the batch split over one JAX CPU device per core
 (`rnnjax.parallel.use_cpu_cores()`, called before anything else, and a mesh set
 with `jax.set_mesh`): each core runs the whole recurrence on its share of the
-sequences (`rnnjax.parallel`). **..., checkpointed** are those two with gradient
+sequences (`rnnjax.parallel`). Its arguments are placed on the devices once, before
+any call, the parameters on each and the batch split over them, as rnnjax's own
+training keeps them (runs before this one passed them on the first device, and every
+call first scattered the batch over the devices, in a program of its own that the
+profiler showed on the first device). **..., checkpointed** are those two with gradient
 checkpointing as well, over chunks of `sqrt_chunk(T)` = round(sqrt(T)) steps
 (`rnnjax.unroll(..., checkpoint_every=...)`): the backward pass recomputes each
 chunk instead of reading activations saved for the whole sequence, so each
@@ -132,7 +136,8 @@ def rnnjax_programs(
     cell_name, shape, fused=True, split=False, unroll=None, checkpoint_every=None
 ) -> dict:
     """rnnjax's jitted training step (`"train"`) and forward (`"forward"`) at `shape`, their
-    arguments (`"args"`) and the mesh they run under (`"mesh"`, None for one device)."""
+    arguments (`"args"`: with a mesh, the parameters replicated on it and the batch split
+    over it) and the mesh they run under (`"mesh"`, None for one device)."""
     import jax
     import jax.numpy as jnp
 
@@ -149,11 +154,17 @@ def rnnjax_programs(
         hs, _ = rnnjax.unroll(cell, params, xs, **options)
         return jnp.mean((hs[:, -1] - target) ** 2)
 
+    mesh = parallel.device_mesh(jax.local_device_count()) if split else None
+    if mesh is not None:
+        # Placed on the mesh once, as rnnjax's own training keeps its data and state
+        # (`rnnjax.runs`), so that no call pays for scattering them over the devices.
+        params = parallel.replicate(params, mesh)
+        xs = jax.device_put(xs, parallel.batch_sharded(mesh))
     return {
         "train": jax.jit(jax.value_and_grad(loss)),
         "forward": jax.jit(lambda params, xs: rnnjax.unroll(cell, params, xs, **options)[0]),
         "args": (params, xs),
-        "mesh": parallel.device_mesh(jax.local_device_count()) if split else None,
+        "mesh": mesh,
     }
 
 
