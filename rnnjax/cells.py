@@ -314,11 +314,10 @@ def preferred_fused(cell: Cell) -> bool:
     True for cells from `lstm` and from `rnn` (tanh or relu). In `benchmarks/fused.py`
     (both paths with their default steps per loop iteration, `preferred_unroll`) the
     LSTM's kernel trained faster than the reference path on 14 of its 14 shapes and
-    placements (1.07x-1.64x) and the RNN's on 12 of 14 (0.89x-1.52x; the two losses at
-    batches of 64 and 128 over the cores, at T <= 100); on the rows of
-    `benchmarks/speed.py` the LSTM's kernel won every comparison, the RNN's 4 of 6
-    (0.94x-1.23x). False for the GRU, whose kernel won 9 of the 14 but lost most of
-    the speed rows (down to 0.77x over the cores), and for cells you assemble
+    placements (1.01x-2.32x) and the RNN's on 13 of 14 (0.95x-1.96x); on the rows of
+    `benchmarks/speed.py` the LSTM's kernel won 9 of 9 comparisons (1.06x-1.51x), the
+    RNN's 6 of 6 (1.02x-1.33x). False for the GRU, whose kernel won 9 of the 14 but
+    lost 4 of its 6 speed-row comparisons (0.81x-1.08x), and for cells you assemble
     yourself, which have no kernel. Pass `fused=True` or `fused=False` to
     `rnnjax.unroll` to choose yourself: both paths give the same results up to
     floating-point rounding.
