@@ -54,8 +54,13 @@ IN_LOOP_INPUT_MAX = 32
 """The widest input (`I`) that the differentiated fused loop projects step by step.
 
 Projected before the loop, the inputs become a `(T, N, G)` array that every call
-writes into fresh memory (and, with glibc's allocator, page-faults in); projected
-inside it, each step multiplies `(N, I) x (I, G)`. In `benchmarks/cpu_profile.py`
+writes into fresh memory (and, with glibc's allocator, page-faults in), and over
+which the loop then writes its gate-wide residuals; projected inside it, each step
+multiplies `(N, I) x (I, G)` and the loop stacks those residuals in a `(T, N, G)`
+array of their own. The measurements below predate the residuals written in place
+(`_forward_loop`), which favours the projection before the loop; in our scratch
+trials with it, narrow inputs were still faster projected inside the loop on some
+rows and slower on others, so the threshold stays. In `benchmarks/cpu_profile.py`
 (the projection table, LSTM and GRU, interleaved) the training step with I = 1, 8
 and 32 at H = 128 ran 1.01-1.06x faster inside the loop on one device and
 1.04-1.10x over two; at I = 64, H = 256 the LSTM ran 0.99x on one device, so wider
