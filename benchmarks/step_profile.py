@@ -42,18 +42,16 @@ Writes `step_profile.json` and `step_profile.md` to --out.
 
 import argparse
 import collections
-import contextlib
 import json
 import os
 import re
-import resource
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
 import speed
+from cpu_profile import faults_and_ms, patched
 
 ROWS = [
     ("lstm", (32, 1000, 1, 128)),
@@ -187,15 +185,6 @@ def traced_operation_ms(step, calls: int, devices: int) -> dict[str, float]:
     return {name: ns / 1e6 / calls / devices for name, ns in total.items()}
 
 
-def minor_faults_per_call(step, calls: int) -> float:
-    faults = []
-    for _ in range(calls):
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        step()
-        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-    return statistics.median(faults)
-
-
 def profile_row(cell_name: str, shape: tuple, rounds: int) -> dict:
     """The profile, memory and wall time of one row (see the module docstring)."""
     import jax
@@ -221,7 +210,7 @@ def profile_row(cell_name: str, shape: tuple, rounds: int) -> dict:
     for (fn,) in timed.values():
         fn()
     wall = {name: ms for name, (ms,) in speed.interleaved_median_ms(timed, rounds).items()}
-    faults = minor_faults_per_call(step, rounds)
+    faults = faults_and_ms(step, repeats=rounds, warmups=0)["faults"]
     operations = traced_operation_ms(step, calls=rounds, devices=devices)
     by_group = dict.fromkeys(GROUPS, 0.0)
     unmatched = 0.0
@@ -275,18 +264,6 @@ def stacked_forward_loop(kernel, params, xs, projections, state, valid, *, rever
     return final, hs, h_prev, tuple(residuals)
 
 
-@contextlib.contextmanager
-def forward_loop(replacement):
-    from rnnjax import fused
-
-    saved = fused._forward_loop
-    fused._forward_loop = replacement
-    try:
-        yield
-    finally:
-        fused._forward_loop = saved
-
-
 def in_place_ms(shape: tuple, rounds: int) -> list[dict]:
     """The fused training step of every cell with the residual in place or stacked, on
     one device and over the cores, interleaved (milliseconds)."""
@@ -304,7 +281,7 @@ def in_place_ms(shape: tuple, rounds: int) -> list[dict]:
                 ("in place", fused._forward_loop),
                 ("stacked", stacked_forward_loop),
             ):
-                with forward_loop(loop):
+                with patched(fused, "_forward_loop", loop):
                     step = speed.rnnjax_impl(cell_name, shape, fused=True, split=split)[0]
                     step()  # traced and compiled inside the block
                 timed[(cell_name, placement, label)] = (step,)
