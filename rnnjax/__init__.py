@@ -15,7 +15,7 @@ gradients through time::
 from rnnjax import (
     checkpoint,
     diagnostics,
-    host_memory,
+    fused,
     losses,
     models,
     parallel,
@@ -23,6 +23,7 @@ from rnnjax import (
     series,
     tasks,
     train,
+    zoo,
 )
 from rnnjax.cells import (
     ACTIVATIONS,
@@ -31,18 +32,18 @@ from rnnjax.cells import (
     LSTMParams,
     LSTMState,
     RNNParams,
+    Sequence,
     chrono_bias_init,
-    gru,
-    lstm,
-    rnn,
 )
 from rnnjax.layers import Directions, Layer, bidirectional, output_size, recurrent, stack
 from rnnjax.sequence import unroll
+from rnnjax.zoo import CELLS, gru, lstm, make_cell, rnn
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ACTIVATIONS",
+    "CELLS",
     "Cell",
     "Directions",
     "GRUParams",
@@ -50,15 +51,17 @@ __all__ = [
     "LSTMState",
     "Layer",
     "RNNParams",
+    "Sequence",
     "__version__",
     "bidirectional",
     "checkpoint",
     "chrono_bias_init",
     "diagnostics",
+    "fused",
     "gru",
-    "host_memory",
     "losses",
     "lstm",
+    "make_cell",
     "models",
     "output_size",
     "parallel",
@@ -70,4 +73,5 @@ __all__ = [
     "tasks",
     "train",
     "unroll",
+    "zoo",
 ]

@@ -26,29 +26,62 @@ dtype follows the parameters: `init(..., dtype=jnp.float64)` (with
 `jax_enable_x64`) or `jnp.bfloat16` give cells that compute in that dtype.
 Without a `dtype`, `init` uses JAX's default float (float32, or float64 under
 `jax_enable_x64`).
+
+This module holds the equations and nothing else: each cell once, as in its paper.
+A cell may also carry a whole-sequence implementation (`Cell.sequence`) that
+`rnnjax.unroll` runs in place of scanning `step`; the public constructors
+`rnnjax.rnn`, `rnnjax.lstm` and `rnnjax.gru` (`rnnjax.zoo`) attach the fast paths of
+`rnnjax.fused` to the equations here. The constructors of this module return cells
+without one, which `unroll` scans step by step: the reference path.
 """
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple, Protocol, Union
 
 import jax
 import jax.numpy as jnp
-from jax.custom_derivatives import SymbolicZero
 
-from rnnjax import _checks, fused
+from rnnjax import _checks
 
 Array = jax.Array
 Initializer = Callable[..., Array]
 Params = Any
 State = Any
 
-# Steps per loop iteration for cells whose best is not 1, keyed by their step function.
-_PREFERRED_UNROLL: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-# Cells whose training runs on their fused kernel by default, keyed by their step function.
-_PREFERS_FUSED: weakref.WeakSet = weakref.WeakSet()
+
+class Sequence(Protocol):
+    """A whole-sequence implementation of a cell: what `Cell.sequence` holds.
+
+    `sequence(params, xs, state, valid, *, reverse, unroll, batch_major)
+    -> (final_state, hs)` runs the cell over a time-major, flat batch:
+
+    - `xs`: `(T, N, I)` inputs in the compute dtype;
+    - `state`: the initial state, a pytree of `(N, ...)` arrays;
+    - `valid`: `(T, N)` booleans or None; where False (past a sequence's length)
+      the step must leave the state unchanged and output zeros;
+    - `reverse`: run from the last step to the first;
+    - `unroll`: steps per loop iteration as in `lax.scan`, or None for the
+      implementation's own choice;
+    - `batch_major`: return `hs` as `(N, T, H)` instead of `(T, N, H)`.
+
+    It must equal scanning `Cell.step` over `xs` (with the padding rule above), in
+    values and in every derivative, up to floating-point rounding: `rnnjax.unroll`
+    treats the two as interchangeable.
+    """
+
+    def __call__(
+        self,
+        params: Params,
+        xs: Array,
+        state: State,
+        valid: Array | None,
+        *,
+        reverse: bool,
+        unroll: int | bool | None,
+        batch_major: bool,
+    ) -> tuple[State, Array]: ...
 
 
 class Cell(NamedTuple):
@@ -56,14 +89,21 @@ class Cell(NamedTuple):
 
     Attributes:
       init: `init(key, input_size, dtype=None) -> params`.
-      initial_state: `initial_state(params, batch_shape=()) -> state`, all zeros.
+      initial_state: `initial_state(params, batch_shape=()) -> state`, all zeros; a
+        pytree of `(*batch_shape, ...)` arrays.
       step: `step(params, state, x) -> (state, h)` for `x` of shape `(*batch, I)`
         and `h` of shape `(*batch, H)`.
+      sequence: optional whole-sequence implementation (a `Sequence`) that
+        `rnnjax.unroll` runs instead of scanning `step`, for example a fused kernel or
+        a parallel scan; None (the default) for cells that only have `step`. It must
+        equal scanning `step`. A function that wraps `step` (changing what a step
+        computes) must drop it, or replace it with one that computes the new step.
     """
 
     init: Callable[..., Params]
     initial_state: Callable[..., State]
     step: Callable[[Params, State, Array], tuple[State, Array]]
+    sequence: Sequence | None = None
 
 
 class RNNParams(NamedTuple):
@@ -194,45 +234,6 @@ def _zeros(params: Any, batch_shape: Any) -> Array:
     return jnp.zeros((*batch_shape, hidden_size), params.w_hh.dtype)
 
 
-@jax.custom_jvp
-def recurrent_product(h: Array, w_hh: Array) -> Array:
-    """`h @ w_hh` for `h (*batch, H)` and `w_hh (H, G)`, with a faster derivative in loops.
-
-    The value is exactly `h @ w_hh`, and so are the derivatives, up to float rounding.
-    Only how the backward pass multiplies changes: autodiff of `h @ w_hh` gives
-    `d_h = d_out @ w_hh.T`, which XLA's CPU backend runs as a matmul against a
-    transposed operand and transposes `w_hh` again at every step of a `lax.scan`
-    (`benchmarks/cpu_profile.py` measures that loop); here the derivative is
-    written against `w_hh.T`, which JAX computes once, outside the loop, so that
-    every step of the backward pass is a plain matmul. The built-in cells use it
-    for their recurrent matmul; a cell you assemble yourself can too.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> from rnnjax.cells import recurrent_product
-      >>> recurrent_product(jnp.ones((2, 3)), jnp.ones((3, 4))).shape
-      (2, 4)
-    """
-    return h @ w_hh
-
-
-def _recurrent_product_jvp(primals: tuple, tangents: tuple) -> tuple[Array, Array]:
-    h, w_hh = primals
-    d_h, d_w_hh = tangents
-    out = h @ w_hh
-    terms = []
-    if not isinstance(d_h, SymbolicZero):
-        terms.append(fused.times_transposed(d_h, w_hh.T))  # d_h @ w_hh
-    if not isinstance(d_w_hh, SymbolicZero):
-        terms.append(h @ d_w_hh)
-    if not terms:
-        return out, jnp.zeros_like(out)
-    return out, terms[0] if len(terms) == 1 else terms[0] + terms[1]
-
-
-recurrent_product.defjvp(_recurrent_product_jvp, symbolic_zeros=True)
-
-
 def _with_bias(y: Array, b: Array) -> Array:
     """`y + b` for `b` of shape `(N,)`, broadcast explicitly over `y`'s leading axes."""
     return y + jnp.reshape(b, (1,) * (y.ndim - 1) + b.shape)
@@ -247,91 +248,9 @@ def _check_input(params: Any, x: Array) -> None:
         )
 
 
-def _with_scalar_input_values(
-    reference: Callable[..., tuple[State, Array]],
-    scalar_input: Callable[..., tuple[State, Array]],
-) -> Callable[..., tuple[State, Array]]:
-    """The step `reference`, whose values come from `scalar_input` when `I = 1`.
-
-    With one input feature, XLA's CPU compiler turns `x @ w_ih` (a `(B, 1) x
-    (1, nH)` product) into a broadcast multiply and fuses it into the gate
-    nonlinearities, which then compile to slow code: the LSTM and GRU forward
-    passes take about twice as long at `I = 1` as at `I = 2`
-    (`benchmarks/cpu_profile.py` measures it). `scalar_input` computes the same
-    equations in a form that compiles to fast code (equal up to float rounding;
-    tests check it), but differentiating it trains slower, so every derivative
-    (`jax.grad`, `jax.vjp`, `jax.jvp`) is the reference's: training runs exactly
-    the readable equations, inference at `I = 1` the fast form. The returned
-    step keeps the readable equations as `step.reference`.
-    """
-
-    @jax.custom_jvp
-    def step(params: Params, state: State, x: Array) -> tuple[State, Array]:
-        _check_input(params, x)
-        if jnp.shape(x)[-1] == 1:
-            return scalar_input(params, state, x)
-        return reference(params, state, x)
-
-    step.defjvp(lambda primals, tangents: jax.jvp(reference, primals, tangents))
-    step.reference = reference
-    return step
-
-
 _default_input_init = jax.nn.initializers.lecun_normal()
 _default_recurrent_init = jax.nn.initializers.orthogonal()
 _default_bias_init = jax.nn.initializers.zeros
-
-
-def preferred_unroll(cell: Cell, num_steps: int | None = None) -> int:
-    """Steps per loop iteration that run `cell` fastest, on either path of `rnnjax.unroll`.
-
-    2 for cells from `rnn` and `gru`: their loop bodies are cheap, so the cost of each
-    loop iteration itself is a large part of a step, and two steps per iteration
-    trained up to 1.21x faster on a CPU in `benchmarks/unroll.py`'s latest runs of both
-    paths (1.65x in an earlier run of the reference path; bit-for-bit the same
-    results). 1 for the LSTM, whose training step it made faster at some shapes and
-    slower at others, and for cells you assemble yourself. Given `num_steps`, the
-    factor holds only where it divides them, else 1: a remainder step made the loop
-    slower. `rnnjax.unroll` asks with its sequence's length (a chunk's, when
-    checkpointing).
-
-    Example:
-      >>> import rnnjax
-      >>> from rnnjax.cells import preferred_unroll
-      >>> preferred_unroll(rnnjax.gru(8)), preferred_unroll(rnnjax.gru(8), num_steps=7)
-      (2, 1)
-    """
-    try:
-        factor = _PREFERRED_UNROLL.get(cell.step, 1)
-    except TypeError:  # a step that cannot be weakly referenced has no entry
-        return 1
-    return factor if num_steps is None or num_steps % factor == 0 else 1
-
-
-def preferred_fused(cell: Cell) -> bool:
-    """Whether `rnnjax.unroll(..., fused=None)`, the default, runs `cell` on its fused kernel.
-
-    True for cells from `lstm` and from `rnn` (tanh or relu). In `benchmarks/fused.py`
-    (both paths with their default steps per loop iteration, `preferred_unroll`) the
-    LSTM's kernel trained faster than the reference path on 14 of its 14 shapes and
-    placements (1.01x-2.32x) and the RNN's on 13 of 14 (0.95x-1.96x); on the rows of
-    `benchmarks/speed.py` the LSTM's kernel won 9 of 9 comparisons (1.06x-1.51x), the
-    RNN's 6 of 6 (1.02x-1.33x). False for the GRU, whose kernel won 9 of the 14 but
-    lost 4 of its 6 speed-row comparisons (0.81x-1.08x), and for cells you assemble
-    yourself, which have no kernel. Pass `fused=True` or `fused=False` to
-    `rnnjax.unroll` to choose yourself: both paths give the same results up to
-    floating-point rounding.
-
-    Example:
-      >>> import rnnjax
-      >>> from rnnjax.cells import preferred_fused
-      >>> [preferred_fused(cell(8)) for cell in (rnnjax.lstm, rnnjax.rnn, rnnjax.gru)]
-      [True, True, False]
-    """
-    try:
-        return cell.step in _PREFERS_FUSED
-    except TypeError:  # a step that cannot be weakly referenced has no entry
-        return False
 
 
 def rnn(
@@ -385,13 +304,9 @@ def rnn(
 
     def step(params: RNNParams, state: Array, x: Array) -> tuple[Array, Array]:
         _check_input(params, x)
-        h = act(_with_bias(x @ params.w_ih + recurrent_product(state, params.w_hh), params.b))
+        h = act(_with_bias(x @ params.w_ih + state @ params.w_hh, params.b))
         return h, h
 
-    if isinstance(activation, str):
-        fused.register(step, fused.rnn_kernel(activation))
-        _PREFERS_FUSED.add(step)
-    _PREFERRED_UNROLL[step] = 2
     return Cell(init, initial_state, step)
 
 
@@ -456,29 +371,14 @@ def lstm(
         zeros = _zeros(params, batch_shape)
         return LSTMState(h=zeros, c=zeros)
 
-    def reference_step(params: LSTMParams, state: LSTMState, x: Array) -> tuple[LSTMState, Array]:
+    def step(params: LSTMParams, state: LSTMState, x: Array) -> tuple[LSTMState, Array]:
         _check_input(params, x)
-        gates = _with_bias(x @ params.w_ih + recurrent_product(state.h, params.w_hh), params.b)
+        gates = _with_bias(x @ params.w_ih + state.h @ params.w_hh, params.b)
         i, f, g, o = jnp.split(gates, 4, axis=-1)
         c = jax.nn.sigmoid(f) * state.c + jax.nn.sigmoid(i) * jnp.tanh(g)
         h = jax.nn.sigmoid(o) * jnp.tanh(c)
         return LSTMState(h, c), h
 
-    def scalar_input_step(
-        params: LSTMParams, state: LSTMState, x: Array
-    ) -> tuple[LSTMState, Array]:
-        # The same equations with the sigmoid applied to all four blocks at once.
-        gates = _with_bias(x @ params.w_ih + state.h @ params.w_hh, params.b)
-        blocks = gates.reshape(*gates.shape[:-1], 4, hidden_size)
-        sigmoids = jax.nn.sigmoid(blocks)
-        i, f, o = sigmoids[..., 0, :], sigmoids[..., 1, :], sigmoids[..., 3, :]
-        c = f * state.c + i * jnp.tanh(blocks[..., 2, :])
-        h = o * jnp.tanh(c)
-        return LSTMState(h, c), h
-
-    step = _with_scalar_input_values(reference_step, scalar_input_step)
-    fused.register(step, fused.LSTM_KERNEL)
-    _PREFERS_FUSED.add(step)
     return Cell(init, initial_state, step)
 
 
@@ -538,10 +438,10 @@ def gru(
     def initial_state(params: GRUParams, batch_shape: tuple[int, ...] = ()) -> Array:
         return _zeros(params, batch_shape)
 
-    def reference_step(params: GRUParams, state: Array, x: Array) -> tuple[Array, Array]:
+    def step(params: GRUParams, state: Array, x: Array) -> tuple[Array, Array]:
         _check_input(params, x)
         input_part = _with_bias(x @ params.w_ih, params.b)
-        recurrent_part = recurrent_product(state, params.w_hh)
+        recurrent_part = state @ params.w_hh
         x_r, x_z, x_n = jnp.split(input_part, 3, axis=-1)
         h_r, h_z, h_n = jnp.split(recurrent_part, 3, axis=-1)
         r = jax.nn.sigmoid(x_r + h_r)
@@ -550,24 +450,6 @@ def gru(
         h = (1 - z) * n + z * state
         return h, h
 
-    def scalar_input_step(params: GRUParams, state: Array, x: Array) -> tuple[Array, Array]:
-        # The same equations with one matmul per gate block instead of slices of one.
-        def block(a: Array, k: int) -> Array:
-            return a[..., k * hidden_size : (k + 1) * hidden_size]
-
-        x_r, x_z, x_n = (
-            _with_bias(x @ block(params.w_ih, k), block(params.b, k)) for k in range(3)
-        )
-        h_r, h_z, h_n = (state @ block(params.w_hh, k) for k in range(3))
-        r = jax.nn.sigmoid(x_r + h_r)
-        z = jax.nn.sigmoid(x_z + h_z)
-        n = jnp.tanh(x_n + r * _with_bias(h_n, params.b_hn))
-        h = (1 - z) * n + z * state
-        return h, h
-
-    step = _with_scalar_input_values(reference_step, scalar_input_step)
-    fused.register(step, fused.GRU_KERNEL)
-    _PREFERRED_UNROLL[step] = 2
     return Cell(init, initial_state, step)
 
 

@@ -1,15 +1,23 @@
 """Gradient flow through time: per-step gradient norms, Jacobian products, cell health.
 
-Notation: a cell maps its state `s_{t-1}` and input `x_t` to `s_t` (for the LSTM
-`s_t = (h_t, c_t)`), `t = 1..T`. For a loss `L` of the outputs,
-`g_t = dL/ds_t` obeys the backward recursion
+Notation: a cell's step maps the state `s_{t-1}` and the input `x_t` to the next
+state `s_t` and an output `h_t`, `t = 1..T`, from the initial state `s_0`. A state is
+any pytree of `(B, ...)` arrays (for the LSTM `s_t = (h_t, c_t)`). For a loss `L` of
+the outputs, the gradient with respect to the state that step `t + 1` reads,
+`g_t = dL/ds_t` for `t = 0..T-1`, obeys the backward recursion
 
-    g_T = d_T,        g_t = J_{t+1}^T g_{t+1} + d_t,        J_{t+1} = ds_{t+1}/ds_t,
+    g_{T-1} = (dh_T/ds_{T-1})^T e_T,
+    g_{t-1} = J_t^T g_t + (dh_t/ds_{t-1})^T e_t,        J_t = ds_t/ds_{t-1},
 
-where `d_t` is the loss's direct dependence on the output at step `t`. The
-vanishing-gradient problem (Hochreiter 1991; Bengio, Simard & Frasconi 1994;
-Pascanu, Mikolov & Bengio 2013) is `||g_t||` shrinking geometrically as `T - t`
-grows, because the products `J_T ... J_{t+1}` do.
+where `e_t = dL/dh_t` is the loss's direct dependence on the output at step `t`.
+`g_t` is the gradient that *reaches* the state through the recurrence: the part of
+the loss decided at later steps. The vanishing-gradient problem (Hochreiter 1991;
+Bengio, Simard & Frasconi 1994; Pascanu, Mikolov & Bengio 2013) is `||g_t||`
+shrinking geometrically as `T - t` grows, because the products `J_T ... J_{t+1}` do.
+
+Every function here takes any `Cell` on the contract and reads nothing but
+`cell.step`: norms are reported over the whole state and per state leaf
+(`StateNorms`), whatever the state's structure.
 
 In float32 those norms fall below the smallest representable number within a
 few hundred steps, so this module carries them in log space: it propagates a
@@ -30,7 +38,7 @@ import numpy as np
 import optax
 
 from rnnjax import _checks
-from rnnjax.cells import Cell, GRUParams, LSTMParams, LSTMState, RNNParams
+from rnnjax.cells import Cell
 
 Array = jax.Array
 Head = Callable[[Array], Array]  # hs (B, T, H) -> per-sequence losses (B,)
@@ -39,54 +47,57 @@ _LN10 = math.log(10.0)
 
 
 class StateNorms(NamedTuple):
-    """log10 norms per time step `t = 1..T`, `(T,)` each, averaged over the batch.
+    """log10 norms per step `t = 0..T-1`, `(T,)` each, averaged over the batch.
 
     Attributes:
-      h: log10 of the norm with respect to the hidden state `h_t`.
-      c: the same for the LSTM's cell state `c_t`; `None` for RNN and GRU.
+      state: the norm over the whole state `s_t` (every leaf together).
+      leaves: the norm of each state leaf, by the leaf's name: its path in the
+        state pytree (`"h"` and `"c"` for `LSTMState`, a dict's keys, `"0"`, `"1"`
+        for a tuple), or `"state"` when the state is a single array.
     """
 
-    h: Array
-    c: Array | None
+    state: Array
+    leaves: dict[str, Array]
 
 
-def _hidden(state: Any) -> Array:
-    return state.h if isinstance(state, LSTMState) else state
+def leaf_names(tree: Any) -> list[str]:
+    """The names `StateNorms.leaves` gives the leaves of `tree`, in leaf order.
+
+    Example:
+      >>> import jax.numpy as jnp, rnnjax
+      >>> from rnnjax.diagnostics import leaf_names
+      >>> leaf_names(rnnjax.LSTMState(h=jnp.zeros(2), c=jnp.zeros(2))), leaf_names(jnp.zeros(2))
+      (['h', 'c'], ['state'])
+    """
+    paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+    names = [jax.tree_util.keystr(path, simple=True, separator=".") for path in paths]
+    return ["state" if not name else name for name in names]
 
 
-def _with_hidden(like: Any, h: Array) -> Any:
-    """A state shaped like `like` holding `h` in its hidden part and zeros elsewhere."""
-    if isinstance(like, LSTMState):
-        return LSTMState(h=h, c=jnp.zeros_like(like.c))
-    return h
-
-
-def _as_state_norms(like: Any, per_leaf: list[Array]) -> StateNorms:
-    if isinstance(like, LSTMState):
-        return StateNorms(h=per_leaf[0], c=per_leaf[1])
-    return StateNorms(h=per_leaf[0], c=None)
+def _state_norms(like: Any, total: Array, per_leaf: list[Array]) -> StateNorms:
+    return StateNorms(state=total, leaves=dict(zip(leaf_names(like), per_leaf)))
 
 
 def _check_xs(cell: Cell, params: Any, xs: Array) -> Array:
     if not isinstance(cell, Cell):
         raise TypeError(f"cell must be an rnnjax.Cell, got {type(cell).__name__}")
     xs = jnp.asarray(xs)
-    if xs.ndim != 3 or xs.shape[-1] != params.w_ih.shape[0]:
-        raise ValueError(
-            f"xs must have shape (B, T, {params.w_ih.shape[0]}), got {_checks.shape_str(xs.shape)}"
-        )
+    if xs.ndim != 3:
+        raise ValueError(f"xs must have shape (B, T, I), got {_checks.shape_str(xs.shape)}")
     dtype = jnp.result_type(xs, *jax.tree.leaves(params))
     return jnp.swapaxes(xs.astype(dtype), 0, 1)  # time-major
 
 
-def _forward_states(cell: Cell, params: Any, xs_tm: Array) -> Any:
-    """Every state `s_1..s_T`, stacked on a leading time axis: `(T, B, ...)` per leaf."""
+def _forward(cell: Cell, params: Any, xs_tm: Array) -> tuple[Any, Array]:
+    """The states each step reads, `s_0..s_{T-1}` (`(T, B, ...)` per leaf), and the
+    outputs `h_1..h_T` (`(T, B, H)`)."""
     initial = cell.initial_state(params, xs_tm.shape[1:2])
     initial = jax.tree.map(lambda s: s.astype(xs_tm.dtype), initial)
 
-    def body(state: Any, x: Array) -> tuple[Any, Any]:
-        new, _ = cell.step(params, state, x)
-        return new, new
+    def body(state: Any, x: Array) -> tuple[Any, tuple[Any, Array]]:
+        new, h = cell.step(params, state, x)
+        new = jax.tree.map(lambda a, b: a.astype(b.dtype), new, state)
+        return new, (state, h)
 
     return jax.lax.scan(body, initial, xs_tm)[1]
 
@@ -132,35 +143,31 @@ def _scaled_sum(log_a: Array, unit_a: Any, log_b: Array, unit_b: Any) -> tuple[A
 
 
 def _log_adjoints(
-    cell: Cell, params: Any, xs_tm: Array, states: Any, seed: Any, direct: Any | None
-) -> list[Array]:
-    """Per-leaf natural-log norms of `g_t`, `(T, B)` each, by the backward recursion.
+    cell: Cell, params: Any, xs_tm: Array, states: Any, direct: Array
+) -> tuple[Array, list[Array]]:
+    """Natural-log norms of `g_t`, `t = 0..T-1`, by the backward recursion: over the
+    whole state and per leaf, `(T, B)` each. `direct` is `e_t`, `(T, B, H)`."""
+    first = jax.tree.map(lambda s: s[0], states)
+    zero_state = jax.tree.map(jnp.zeros_like, first)
+    log_scale = jnp.full(xs_tm.shape[1], -jnp.inf, xs_tm.dtype)
 
-    `g_T = seed (+ direct_T)`; `direct` is `(T, B, ...)` or `None`.
-    """
-    final = seed if direct is None else jax.tree.map(lambda s, d: s + d[-1], seed, direct)
-    log_scale, unit = _normalise(final)
-    last = _leaf_log_norms(log_scale, unit)
-    previous_states = jax.tree.map(lambda s: s[:-1], states)  # s_t for t = 1..T-1
-    next_inputs = xs_tm[1:]  # x_{t+1}
-
-    def body(carry: tuple[Array, Any], inputs: tuple) -> tuple[tuple[Array, Any], list[Array]]:
+    def body(carry: tuple[Array, Any], inputs: tuple) -> tuple[tuple[Array, Any], tuple]:
         log_scale, unit = carry
-        state, x_next, d = inputs
-        _, pullback = jax.vjp(lambda s: cell.step(params, s, x_next)[0], state)
-        (pulled,) = pullback(unit)
-        log_pulled, unit_pulled = _normalise(pulled)
-        log_scale, unit = log_scale + log_pulled, unit_pulled
-        if d is not None:
-            log_d, unit_d = _normalise(d)
-            log_scale, unit = _scaled_sum(log_scale, unit, log_d, unit_d)
-        return (log_scale, unit), _leaf_log_norms(log_scale, unit)
+        state, x, e = inputs
+        _, pullback = jax.vjp(lambda s: cell.step(params, s, x), state)
+        # The pullback is linear: the propagated and the direct parts apart, then
+        # summed in log space, so that neither overflows.
+        (from_state,) = pullback((unit, jnp.zeros_like(e)))
+        (from_output,) = pullback((zero_state, e))
+        log_pulled, unit_pulled = _normalise(from_state)
+        log_direct, unit_direct = _normalise(from_output)
+        log_scale, unit = _scaled_sum(log_scale + log_pulled, unit_pulled, log_direct, unit_direct)
+        return (log_scale, unit), (log_scale, _leaf_log_norms(log_scale, unit))
 
-    direct_before = None if direct is None else jax.tree.map(lambda d: d[:-1], direct)
-    _, earlier = jax.lax.scan(
-        body, (log_scale, unit), (previous_states, next_inputs, direct_before), reverse=True
+    _, (total, per_leaf) = jax.lax.scan(
+        body, (log_scale, zero_state), (states, xs_tm, direct), reverse=True
     )
-    return [jnp.concatenate([e, l[None]], axis=0) for e, l in zip(earlier, last)]
+    return total, per_leaf
 
 
 def _batch_mean_log10(log_norms: Array) -> Array:
@@ -169,17 +176,22 @@ def _batch_mean_log10(log_norms: Array) -> Array:
     return (jax.scipy.special.logsumexp(log_norms, axis=1) - math.log(batch)) / _LN10
 
 
-def _direct_terms(cell: Cell, params: Any, states: Any, head: Head) -> Any:
-    """`d_t = dL/dh_t` through the outputs only, in state layout `(T, B, ...)`."""
-    hs_tm = _hidden(states)
-    grads = jax.grad(lambda hs: jnp.sum(head(jnp.swapaxes(hs, 0, 1))))(hs_tm)
-    return _with_hidden(states, grads)
+def _output_gradients(outputs: Array, head: Head) -> Array:
+    """`e_t = dL/dh_t`, `(T, B, H)`, for `L` the sum of `head` over the batch."""
+    return jax.grad(lambda hs: jnp.sum(head(jnp.swapaxes(hs, 0, 1))))(outputs)
+
+
+def _as_log10(like: Any, total: Array, per_leaf: list[Array]) -> StateNorms:
+    return _state_norms(like, _batch_mean_log10(total), [_batch_mean_log10(n) for n in per_leaf])
 
 
 def state_gradient_norms(cell: Cell, params: Any, xs: Array, head: Head) -> StateNorms:
-    """`log10 ||dL_b/ds_t||` for every step `t`, averaged over the sequences `b` of a batch.
+    """`log10 ||dL_b/ds_t||` for every step `t = 0..T-1`, averaged over the sequences `b`.
 
-    One forward and one backward pass, in log space (no underflow at any length).
+    `s_t` is the state step `t + 1` reads (the module docstring has the recursion):
+    `[-1]` is the gradient reaching the last state, `[0]` the one reaching the
+    initial state. One forward and one backward pass, in log space (no underflow at
+    any length), for any cell.
 
     Args:
       cell: the recurrent cell.
@@ -189,8 +201,8 @@ def state_gradient_norms(cell: Cell, params: Any, xs: Array, head: Head) -> Stat
         (a readout and a task loss; see `readout_head`).
 
     Returns:
-      `StateNorms` of shape `(T,)`: `h` for `||dL/dh_t||`, and `c` for the LSTM's
-      `||dL/dc_t||`. Each is the log10 of the batch mean of the per-sequence norms.
+      `StateNorms` of shape `(T,)`: over the whole state, and per leaf (`h` and `c`
+      for the LSTM). Each is the log10 of the batch mean of the per-sequence norms.
 
     Example:
       >>> import jax, jax.numpy as jnp, rnnjax
@@ -199,7 +211,7 @@ def state_gradient_norms(cell: Cell, params: Any, xs: Array, head: Head) -> Stat
       >>> params = cell.init(jax.random.key(0), 1)
       >>> xs = jax.random.normal(jax.random.key(1), (4, 2000, 1))
       >>> norms = state_gradient_norms(cell, params, xs, lambda hs: jnp.sum(hs[:, -1], axis=-1))
-      >>> bool(jnp.isfinite(norms.h).all()), float(norms.h[-1]) > float(norms.h[0])
+      >>> bool(jnp.isfinite(norms.state).all()), float(norms.state[-1]) > float(norms.state[0])
       (True, True)
     """
     xs_tm = _check_xs(cell, params, xs)
@@ -207,11 +219,10 @@ def state_gradient_norms(cell: Cell, params: Any, xs: Array, head: Head) -> Stat
 
 
 def _state_gradient_norms(cell: Cell, params: Any, xs_tm: Array, head: Head) -> StateNorms:
-    states = _forward_states(cell, params, xs_tm)
-    direct = _direct_terms(cell, params, states, head)
-    seed = jax.tree.map(lambda d: jnp.zeros_like(d[-1]), direct)
-    per_leaf = _log_adjoints(cell, params, xs_tm, states, seed, direct)
-    return _as_state_norms(states, [_batch_mean_log10(n) for n in per_leaf])
+    states, outputs = _forward(cell, params, xs_tm)
+    direct = _output_gradients(outputs, head)
+    total, per_leaf = _log_adjoints(cell, params, xs_tm, states, direct)
+    return _as_log10(states, total, per_leaf)
 
 
 def state_gradient_norms_by_perturbation(
@@ -219,59 +230,62 @@ def state_gradient_norms_by_perturbation(
 ) -> StateNorms:
     """The same norms in plain arithmetic: a zero perturbation added to every state, one grad.
 
-    Exact where the numbers do not underflow (float64, or short sequences); kept
-    as the reference the log-space version is tested against.
+    Each step reads `s_t + eps_t`; `dL/d eps_t` is `g_t`. Exact where the numbers do
+    not underflow (float64, or short sequences); kept as the reference the log-space
+    version is tested against.
     """
     xs_tm = _check_xs(cell, params, xs)
-    states = _forward_states(cell, params, xs_tm)
-    zeros = jax.tree.map(jnp.zeros_like, states)
-    initial = jax.tree.map(lambda s: jnp.zeros_like(s[0]), states)
+    states, _ = _forward(cell, params, xs_tm)
+    initial = jax.tree.map(lambda s: s[0], states)
 
     def loss(perturbations: Any) -> Array:
         def body(state: Any, inputs: tuple) -> tuple[Any, Array]:
             x, eps = inputs
-            new, _ = cell.step(params, state, x)
-            new = jax.tree.map(jnp.add, new, eps)
-            return new, _hidden(new)
+            new, h = cell.step(params, jax.tree.map(jnp.add, state, eps), x)
+            return new, h
 
         _, hs = jax.lax.scan(body, initial, (xs_tm, perturbations))
         return jnp.sum(head(jnp.swapaxes(hs, 0, 1)))
 
-    grads = jax.grad(loss)(zeros)
-    per_leaf = [
-        jnp.log(jnp.sqrt(jnp.sum(jnp.square(g), axis=tuple(range(2, g.ndim)))))
-        for g in jax.tree.leaves(grads)
-    ]
-    return _as_state_norms(states, [_batch_mean_log10(n) for n in per_leaf])
+    grads = jax.grad(loss)(jax.tree.map(jnp.zeros_like, states))
+
+    def log_norm(leaves: list[Array]) -> Array:
+        squares = sum(jnp.sum(jnp.square(g), axis=tuple(range(2, g.ndim))) for g in leaves)
+        return jnp.log(jnp.sqrt(squares))
+
+    leaves = jax.tree.leaves(grads)
+    return _as_log10(states, log_norm(leaves), [log_norm([g]) for g in leaves])
 
 
 def jacobian_norms(cell: Cell, params: Any, xs: Array) -> StateNorms:
-    """`log10 ||dh_T/ds_t||_F`, the Frobenius norm of the Jacobian product, for every `t`.
+    """`log10 ||dh_T/ds_t||_F`, the Frobenius norm of the Jacobian of the last output
+    with respect to the state step `t + 1` reads, for every `t = 0..T-1`.
 
     Propagates the `H` rows of the identity backwards through the products
     `J_T ... J_{t+1}` in log space, so it costs `H` backward passes run as one
-    batched pass. Averaged over the batch like `state_gradient_norms`.
-
-    Returns:
-      `StateNorms`: `h` for `||dh_T/dh_t||` and, for the LSTM, `c` for `||dh_T/dc_t||`.
+    batched pass. Averaged over the batch like `state_gradient_norms`; over the
+    whole state and per leaf, for any cell.
     """
     xs_tm = _check_xs(cell, params, xs)
     return _jacobian_norms(cell, params, xs_tm)
 
 
 def _jacobian_norms(cell: Cell, params: Any, xs_tm: Array) -> StateNorms:
-    states = _forward_states(cell, params, xs_tm)
-    final = jax.tree.map(lambda s: s[-1], states)
-    batch, hidden = _hidden(final).shape
-    eye = jnp.eye(hidden, dtype=xs_tm.dtype)
+    states, outputs = _forward(cell, params, xs_tm)
+    _, batch, hidden = outputs.shape
+    eye = jnp.eye(hidden, dtype=outputs.dtype)
 
-    def one_row(row: Array) -> list[Array]:
-        seed = _with_hidden(final, jnp.broadcast_to(row, (batch, hidden)))
-        return _log_adjoints(cell, params, xs_tm, states, seed, None)
+    def one_row(row: Array) -> tuple[Array, list[Array]]:
+        last = jnp.broadcast_to(row, (batch, hidden))[None]
+        direct = jnp.concatenate([jnp.zeros_like(outputs[:-1]), last.astype(outputs.dtype)])
+        return _log_adjoints(cell, params, xs_tm, states, direct)
 
-    rows = jax.vmap(one_row)(eye)  # per leaf: (H, T, B) natural-log row norms
-    frobenius = [0.5 * jax.scipy.special.logsumexp(2 * r, axis=0) for r in rows]
-    return _as_state_norms(states, [_batch_mean_log10(n) for n in frobenius])
+    total, rows = jax.vmap(one_row)(eye)  # (H, T, B) natural-log row norms
+
+    def frobenius(r: Array) -> Array:
+        return 0.5 * jax.scipy.special.logsumexp(2 * r, axis=0)
+
+    return _as_log10(states, frobenius(total), [frobenius(r) for r in rows])
 
 
 def gradient_horizon(log10_norms: Any, threshold: float = 1e-3) -> int:
@@ -294,19 +308,20 @@ def gradient_horizon(log10_norms: Any, threshold: float = 1e-3) -> int:
 
 
 class CellHealth(NamedTuple):
-    """Summary figures of a cell on a batch.
+    """Summary figures of a cell on a batch; NaN where the cell does not have the part.
 
     Attributes:
       spectral_radius: largest eigenvalue modulus of the recurrent matrix that
-        carries the state: `w_hh` for the RNN, the candidate block (g for the
-        LSTM, n for the GRU) for gated cells.
+        carries the state: `w_hh` for one gate block (the vanilla RNN), the
+        candidate block (block 2: g for the LSTM, n for the GRU) for gated cells.
       max_singular_value: its largest singular value.
-      mean_forget_gate: mean of the LSTM's forget gate over steps, sequences and
-        units (NaN for other cells); near 1 keeps memory.
-      mean_update_gate: mean of the GRU's update gate `z` (NaN for other cells);
-        near 1 keeps the old state.
-      saturated_fraction: fraction of hidden entries with `|h| > 0.99`, where
+      mean_forget_gate: mean of the LSTM's forget gate (block 1 of 4) over steps,
+        sequences and units; near 1 keeps memory.
+      mean_update_gate: mean of the GRU's update gate `z` (block 1 of 3); near 1
+        keeps the old state.
+      saturated_fraction: fraction of output entries with `|h| > 0.99`, where
         `tanh` is flat and gradients through the unit vanish.
+      unavailable: one line for each figure that could not be read, saying why.
     """
 
     spectral_radius: float
@@ -314,53 +329,66 @@ class CellHealth(NamedTuple):
     mean_forget_gate: float
     mean_update_gate: float
     saturated_fraction: float
+    unavailable: tuple[str, ...] = ()
 
 
-def _recurrent_matrix(params: Any) -> Array:
-    hidden = params.w_hh.shape[0]
-    if isinstance(params, RNNParams):
-        return params.w_hh
-    if isinstance(params, (LSTMParams, GRUParams)):
-        return params.w_hh[:, 2 * hidden : 3 * hidden]
-    raise TypeError(
-        f"params must be RNNParams, LSTMParams or GRUParams, got {type(params).__name__}"
-    )
+def _gate_layout(params: Any) -> tuple[Array, Array, Array, int] | str:
+    """`(w_ih, w_hh, b, blocks)` for parameters laid out as the built-in cells' are
+    (fields `w_ih (I, kH)`, `w_hh (H, kH)`, `b (kH,)`, gate blocks side by side), or
+    why not."""
+    fields = [getattr(params, name, None) for name in ("w_ih", "w_hh", "b")]
+    if any(f is None for f in fields):
+        return "params have no w_ih, w_hh and b fields"
+    w_ih, w_hh, b = fields
+    hidden = w_hh.shape[0]
+    if w_hh.ndim != 2 or w_hh.shape[1] % hidden or b.shape != (w_hh.shape[1],):
+        return f"w_hh {_checks.shape_str(w_hh.shape)} is not (H, kH) with b (kH,)"
+    return w_ih, w_hh, b, w_hh.shape[1] // hidden
 
 
 @jax.jit
-def _gate_statistics(params: Any, xs_tm: Array, states: Any) -> tuple[Array, Array, Array]:
-    hidden = params.w_hh.shape[0]
-    hs = _hidden(states)
-    previous = jnp.concatenate([jnp.zeros_like(hs[:1]), hs[:-1]], axis=0)  # h_{t-1}
-    saturated = jnp.mean((jnp.abs(hs) > 0.99).astype(hs.dtype))
-    nan = jnp.full((), jnp.nan, hs.dtype)
-    if isinstance(params, (LSTMParams, GRUParams)):
-        block = slice(hidden, 2 * hidden)  # f for the LSTM, z for the GRU
-        pre = xs_tm @ params.w_ih[:, block] + previous @ params.w_hh[:, block]
-        gate = jnp.mean(jax.nn.sigmoid(pre + params.b[block].reshape(1, 1, -1)))
-        if isinstance(params, LSTMParams):
-            return gate, nan, saturated
-        return nan, gate, saturated
-    return nan, nan, saturated
+def _keep_gate_mean(w_ih: Array, w_hh: Array, b: Array, xs_tm: Array, outputs: Array) -> Array:
+    """Mean of `sigmoid` of gate block 1 (the LSTM's forget, the GRU's update gate),
+    with `h_{t-1}` the previous output."""
+    hidden = w_hh.shape[0]
+    previous = jnp.concatenate([jnp.zeros_like(outputs[:1]), outputs[:-1]], axis=0)
+    block = slice(hidden, 2 * hidden)
+    pre = xs_tm @ w_ih[:, block] + previous @ w_hh[:, block]
+    return jnp.mean(jax.nn.sigmoid(pre + b[block].reshape(1, 1, -1)))
 
 
 def cell_health(cell: Cell, params: Any, xs: Array) -> CellHealth:
     """Spectral figures of the recurrent matrix and gate statistics on `xs (B, T, I)`.
 
-    The eigenvalues are computed by NumPy on the host (a small `H x H` matrix;
-    not every JAX backend has a non-symmetric eigensolver).
+    Works on any cell: the saturated fraction comes from the outputs of `cell.step`;
+    the spectral figures and gate means need parameters laid out as the built-in
+    cells' (`w_ih`, `w_hh (H, kH)`, `b`), one gate block for a plain recurrence, 3
+    (r, z, n) or 4 (i, f, g, o) for gated ones, and are NaN otherwise, with the
+    reason in `unavailable`. The eigenvalues are computed by NumPy on the host (a
+    small `H x H` matrix; not every JAX backend has a non-symmetric eigensolver).
     """
     xs_tm = _check_xs(cell, params, xs)
-    matrix = np.asarray(_recurrent_matrix(params), dtype=np.float64)
-    forget, update, saturated = _gate_statistics(
-        params, xs_tm, _forward_states(cell, params, xs_tm)
-    )
+    _, outputs = _forward(cell, params, xs_tm)
+    saturated = float(jnp.mean((jnp.abs(outputs) > 0.99).astype(outputs.dtype)))
+    nan = float("nan")
+    layout = _gate_layout(params)
+    if isinstance(layout, str):
+        reason = f"spectral figures and gate means: {layout}"
+        return CellHealth(nan, nan, nan, nan, saturated, (reason,))
+    w_ih, w_hh, b, blocks = layout
+    if blocks not in (1, 3, 4):
+        reason = f"spectral figures and gate means: {blocks} gate blocks, expected 1, 3 or 4"
+        return CellHealth(nan, nan, nan, nan, saturated, (reason,))
+    hidden = w_hh.shape[0]
+    block = w_hh if blocks == 1 else w_hh[:, 2 * hidden : 3 * hidden]
+    matrix = np.asarray(block, dtype=np.float64)
+    keep = nan if blocks == 1 else float(_keep_gate_mean(w_ih, w_hh, b, xs_tm, outputs))
     return CellHealth(
         spectral_radius=float(np.max(np.abs(np.linalg.eigvals(matrix)))),
         max_singular_value=float(np.linalg.norm(matrix, 2)),
-        mean_forget_gate=float(forget),
-        mean_update_gate=float(update),
-        saturated_fraction=float(saturated),
+        mean_forget_gate=keep if blocks == 4 else nan,
+        mean_update_gate=keep if blocks == 3 else nan,
+        saturated_fraction=saturated,
     )
 
 

@@ -1,8 +1,10 @@
-"""Fused sequence kernels: the fast path of `rnnjax.unroll` for the built-in cells.
+"""The fast paths of the built-in cells: whole-sequence implementations for `Cell.sequence`.
 
-`cells.py` holds each cell as its readable equations (`cell.step`); this module
-runs the same equations over a whole sequence the way cuDNN does, which on a
-CPU is where the time goes:
+`rnnjax.cells` holds each cell as its readable equations (`cell.step`). This module
+runs the same equations over a whole sequence the way cuDNN does, which on a CPU is
+where the time goes, and hands the result to a cell as its `sequence` (the public
+constructors `rnnjax.rnn`, `rnnjax.lstm` and `rnnjax.gru` attach them; see
+`rnnjax.zoo`):
 
 1. the input projection of every step, `xs @ w_ih`, is one matmul before the
    loop for inputs wider than `IN_LOOP_INPUT_MAX` features, so the loop body
@@ -22,16 +24,16 @@ CPU is where the time goes:
    equations in a loop that saves nothing and writes batch-major outputs in
    that layout as it goes (`kernel_values`, `scan_outputs`).
 
-The kernels are equal to `cell.step` unrolled with autodiff up to floating-point
-rounding (tested in float64, outputs and every gradient). A cell has a kernel
-when it comes from `rnnjax.rnn` (tanh or relu), `rnnjax.lstm` or `rnnjax.gru`;
-`kernel_for` finds it from the cell's `step` function, so a cell you assemble
-yourself, or wrap (as variational dropout does), runs on the reference path.
-`rnnjax.unroll(..., fused=True)` uses them, and so does `rnnjax.unroll` by default
-for the LSTM and the RNN (`rnnjax.cells.preferred_fused`), whose kernels trained
-faster on most shapes we measured; the GRU's stays opt-in because whether it wins
-depends on the shapes and on the program around it (`benchmarks/fused.py`,
-`benchmarks/speed.py` and the README's speed section).
+Beside the kernels (`kernel_sequence`) sits a tuned scan of a cell's step
+(`scan_sequence`): the same `lax.scan` as the reference path, with several steps per
+loop iteration and a step written for speed (`recurrent_product`, and the GRU's
+`I = 1` form, `gru_tuned_step`). The GRU runs on it by default: whether its kernel
+wins depends on the shapes and on the program around it (the performance page of
+the documentation has the measurements behind each choice).
+
+Every path here equals `cell.step` scanned with autodiff up to floating-point
+rounding (tested in float64: outputs, `grad`, `jvp`, second derivatives, padded,
+reversed, both layouts).
 
 Shapes inside this module are time-major and flat: `xs (T, N, I)`, states
 `(N, H)`, `G` the width of all gate blocks (`H`, `4H` or `3H`).
@@ -40,7 +42,6 @@ Shapes inside this module are time-major and flat: `xs (T, N, I)`, states
 from __future__ import annotations
 
 import functools
-import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -54,17 +55,11 @@ IN_LOOP_INPUT_MAX = 32
 """The widest input (`I`) that the differentiated fused loop projects step by step.
 
 Projected before the loop, the inputs become a `(T, N, G)` array that every call
-writes into fresh memory (and, with glibc's allocator, page-faults in), and over
-which the loop then writes its gate-wide residuals; projected inside it, each step
-multiplies `(N, I) x (I, G)` and the loop stacks those residuals in a `(T, N, G)`
-array of their own. The measurements below predate the residuals written in place
-(`_forward_loop`), which favours the projection before the loop; in our scratch
-trials with it, narrow inputs were still faster projected inside the loop on some
-rows and slower on others, so the threshold stays. In `benchmarks/cpu_profile.py`
-(the projection table, LSTM and GRU, interleaved) the training step with I = 1, 8
-and 32 at H = 128 ran 1.01-1.06x faster inside the loop on one device and
-1.04-1.10x over two; at I = 64, H = 256 the LSTM ran 0.99x on one device, so wider
-inputs keep the matmul before the loop.
+writes into fresh memory, and over which the loop then writes its gate-wide
+residuals (`_forward_loop`); projected inside it, each step multiplies
+`(N, I) x (I, G)` and the loop stacks those residuals in a `(T, N, G)` array of its
+own. For narrow inputs the per-step product was the faster of the two on a CPU, for
+wide ones the matmul before the loop (see the performance page of the docs).
 """
 
 
@@ -85,34 +80,12 @@ class Kernel(NamedTuple):
       recurrent_bias: `recurrent_bias(params) -> (G,)`, a bias inside the
         recurrent projection (the GRU's `b_hn`, which its reset gate
         multiplies), linear in `params`; None for cells without one.
-      values_from_step: whether inference (no differentiation) runs the cell's own
-        `step` rather than `forward`: True for the GRU, whose `forward` ran its
-        inference slower than `cell.step` on a CPU (most at `I = 1`
-        in our scratch measurements), False for the LSTM and the RNN, whose `forward` ran it
-        faster.
     """
 
     forward: Callable[..., tuple[Any, Array, Any]]
     tangent: Callable[..., tuple[Any, Array]]
     hidden: Callable[[Any], Array]
     recurrent_bias: Callable[[Any], Array] | None = None
-    values_from_step: bool = False
-
-
-_KERNELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def register(step: Callable, kernel: Kernel) -> None:
-    """Declares that `kernel` computes the same thing as the cell function `step`."""
-    _KERNELS[step] = kernel
-
-
-def kernel_for(cell: Any) -> Kernel | None:
-    """The fused kernel of `cell`, or None when it has none (use `cell.step`)."""
-    try:
-        return _KERNELS.get(cell.step)
-    except TypeError:  # a step that cannot be weakly referenced has no kernel
-        return None
 
 
 def _identity(state: Any) -> Any:
@@ -159,10 +132,9 @@ def _lstm_forward(state: Any, xw: Array, hw: Array) -> tuple[Any, Array, tuple]:
     hidden = state.h.shape[-1]
     pre = xw + hw
     # One sigmoid over all four blocks, then slices: XLA's CPU backend runs one wide
-    # elementwise loop several times faster than four narrow ones (measured). The g
-    # block's tanh comes from the same sigmoid, tanh(x) = 2 sigmoid(2x) - 1, which
-    # spares a second pass over all four blocks (training 1.02-1.05x faster in
-    # `benchmarks/cpu_profile.py`'s LSTM-kernel table).
+    # elementwise loop faster than four narrow ones. The g block's tanh comes from the
+    # same sigmoid, tanh(x) = 2 sigmoid(2x) - 1, which spares a second pass over all
+    # four blocks.
     sig = jax.nn.sigmoid(pre * _g_block_doubled(hidden, pre.dtype)[None, :])
     i, f, o = sig[:, :hidden], sig[:, hidden : 2 * hidden], sig[:, 3 * hidden :]
     g = 2 * sig[:, 2 * hidden : 3 * hidden] - 1
@@ -224,9 +196,7 @@ def _gru_recurrent_bias(params: Any) -> Array:
     return jnp.concatenate([jnp.zeros(2 * params.b_hn.shape[0], params.b_hn.dtype), params.b_hn])
 
 
-GRU_KERNEL = Kernel(
-    _gru_forward, _gru_tangent, _identity, _gru_recurrent_bias, values_from_step=True
-)
+GRU_KERNEL = Kernel(_gru_forward, _gru_tangent, _identity, _gru_recurrent_bias)
 
 
 # -- the sequence ----------------------------------------------------------------------
@@ -261,9 +231,8 @@ def scan_outputs(
     Returns `(final_state, hs)`, with `hs (T, N, H)`, or `(N, T, H)` when `batch_major`.
     Batch-major outputs are written step by step into an `(N, T, H)` buffer that the
     loop carries (`h_t` into column `t`), so no transpose of the whole sequence
-    follows the loop, which on a CPU is a copy of every output into fresh memory (a
-    visible part of an inference pass in our measurements). The values are the same
-    either way; only where they are stored changes.
+    follows the loop, which on a CPU is a copy of every output into fresh memory. The
+    values are the same either way; only where they are stored changes.
     """
     if not batch_major:
 
@@ -313,9 +282,9 @@ def scan_step(
 ) -> tuple[Any, Array]:
     """A cell's `step` in a `lax.scan`: `xs (T, N, I)` -> `(final_state, hs (T, N, H))`.
 
-    The loop of the reference path of `rnnjax.unroll` (JAX differentiates it), and of
-    the fused path's values for kernels with `values_from_step`; `batch_major` as in
-    `scan_outputs`. The state keeps its dtype from step to step, as `lax.scan`
+    The loop of the reference path of `rnnjax.unroll` (JAX differentiates it), of
+    `scan_sequence`, and of a kernel's values when it takes them from a step
+    (`kernel_sequence(..., values_step=...)`); `batch_major` as in `scan_outputs`. The state keeps its dtype from step to step, as `lax.scan`
     requires of its carry.
     """
 
@@ -331,7 +300,7 @@ def scan_step(
 
 def kernel_values(
     kernel: Kernel,
-    step: Callable,
+    step: Callable | None,
     params: Any,
     xs: Array,
     state: Any,
@@ -344,18 +313,15 @@ def kernel_values(
     """The sequence's values only, `(final_state, hs)`, for `xs (T, N, I)`.
 
     What the fused path computes when nothing differentiates: the kernel's
-    `forward`, or the cell's own `step` when `kernel.values_from_step`, in a loop
-    that saves nothing for a derivative (XLA drops the residuals `forward`
-    returns). Each step projects its own input (`x_t @ w_ih + b`, inside the loop: a
-    `(T, N, G)` projection buffer made before it was slower in the inference rows
-    we tried, since inference has no backward pass to share it with). `hs` is
-    `(T, N, H)`, or `(N, T, H)` when `batch_major` (`scan_outputs`). Equal to
-    `cell.step` in a loop up to float rounding: the LSTM's kernel takes one sigmoid
-    over all four gate blocks, which runs faster than `cell.step`'s three sigmoids
-    and a tanh (`benchmarks/speed.py` times both paths' inference).
+    `forward`, or `step` when one is given, in a loop that saves nothing for a
+    derivative (XLA drops the residuals `forward` returns). Each step projects its
+    own input (`x_t @ w_ih + b`, inside the loop: inference has no backward pass to
+    share a `(T, N, G)` projection buffer with). `hs` is `(T, N, H)`, or `(N, T, H)`
+    when `batch_major` (`scan_outputs`). Equal to `cell.step` in a loop up to float
+    rounding.
     """
     options = {"reverse": reverse, "unroll": unroll, "batch_major": batch_major}
-    if kernel.values_from_step:
+    if step is not None:
         return scan_step(step, params, xs, state, valid, **options)
     bias = params.b[None, :]
 
@@ -369,7 +335,7 @@ def kernel_values(
 
 def _apply_to_rows(fn: Callable[[Array], Array], xs: Array) -> Array:
     """`fn` on the `(T * N, K)` matrix of a `(T, N, K)` array: XLA's CPU backend runs a
-    plain 2-D matmul about twice as fast as the same product written over three axes."""
+    plain 2-D matmul faster than the same product written over three axes."""
     rows = fn(xs.reshape(-1, xs.shape[-1]))
     return rows.reshape(*xs.shape[:-1], rows.shape[-1])
 
@@ -389,7 +355,7 @@ def times_transposed(x: Array, w_t: Array) -> Array:
     `w_t`'s second axis, so that its transpose (the backward pass, `d @ w_t`) multiplies
     by `w_t` as it is. Given `w_t = w.T`, made once before a loop, a loop of `x @ w`
     differentiates into a loop of plain matmuls; against `w` itself, XLA's CPU matmul
-    transposes `w` at every step (`benchmarks/cpu_profile.py` measures both)."""
+    transposes `w` at every step."""
     return jax.lax.dot_general(x, w_t, (((x.ndim - 1,), (1,)), ((), ())))
 
 
@@ -429,10 +395,6 @@ def _forward_loop(
     gate-wide residual over the row it has just read, so the residual that fills most
     memory takes none of its own: no `(T, N, G)` buffer to zero, page-fault in and
     stream out to memory while the loop runs, its rows written while still in cache.
-    `benchmarks/step_profile.py` times it against the stacked residual it replaced
-    (its last table: at (B, T, I, H) = (64, 200, 64, 256) the stacked loop's training
-    step took 0.98x-1.14x as long as this one's, longer for 4 of the 6 cells and
-    placements and level for the other two).
     """
     bias = params.b[None, :]
     save_h_prev = valid is not None
@@ -468,7 +430,7 @@ def _forward_loop(
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 6, 7, 8))
 def _fused(
     kernel: Kernel,
-    step: Callable,
+    step: Callable | None,
     params: Any,
     xs: Array,
     state: Any,
@@ -493,7 +455,7 @@ def _fused(
 
 def _fused_jvp(
     kernel: Kernel,
-    step: Callable,
+    step: Callable | None,
     reverse: bool,
     unroll: int | bool,
     batch_major: bool,
@@ -578,7 +540,7 @@ _fused.defjvp(_fused_jvp, symbolic_zeros=True)
 
 def fused_unroll(
     kernel: Kernel,
-    step: Callable,
+    values_step: Callable | None,
     params: Any,
     xs: Array,
     state: Any,
@@ -591,9 +553,9 @@ def fused_unroll(
     """Runs a cell over a time-major sequence, differentiated through `kernel`.
 
     Args:
-      kernel: from `kernel_for(cell)`.
-      step: the cell's step function (`cell.step`), which computes the values
-        without differentiation when `kernel.values_from_step`.
+      kernel: the cell type's `Kernel` (`RNN_KERNELS`, `LSTM_KERNEL`, `GRU_KERNEL`).
+      values_step: a step function that computes the values when nothing
+        differentiates, or None to run `kernel.forward` then.
       params: the cell's parameters.
       xs: inputs `(T, N, I)` in the compute dtype.
       state: initial state, arrays `(N, H)` in the compute dtype.
@@ -608,4 +570,220 @@ def fused_unroll(
     Returns:
       `(final_state, hs)` with `hs` of shape `(T, N, H)`, or `(N, T, H)`.
     """
-    return _fused(kernel, step, params, xs, state, valid, reverse, unroll, batch_major)
+    return _fused(kernel, values_step, params, xs, state, valid, reverse, unroll, batch_major)
+
+
+# -- tuned steps ---------------------------------------------------------------------
+
+
+@jax.custom_jvp
+def recurrent_product(h: Array, w_hh: Array) -> Array:
+    """`h @ w_hh` for `h (*batch, H)` and `w_hh (H, G)`, with a faster derivative in loops.
+
+    The value is exactly `h @ w_hh`, and so are the derivatives, up to float rounding.
+    Only how the backward pass multiplies changes: autodiff of `h @ w_hh` gives
+    `d_h = d_out @ w_hh.T`, which XLA's CPU backend runs as a matmul against a
+    transposed operand and transposes `w_hh` again at every step of a `lax.scan`;
+    here the derivative is written against `w_hh.T`, which JAX computes once, outside
+    the loop, so that every step of the backward pass is a plain matmul
+    (`times_transposed`). A step of your own can use it for its recurrent matmul.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rnnjax.fused import recurrent_product
+      >>> recurrent_product(jnp.ones((2, 3)), jnp.ones((3, 4))).shape
+      (2, 4)
+    """
+    return h @ w_hh
+
+
+def _recurrent_product_jvp(primals: tuple, tangents: tuple) -> tuple[Array, Array]:
+    h, w_hh = primals
+    d_h, d_w_hh = tangents
+    out = h @ w_hh
+    terms = []
+    if not _is_zero(d_h):
+        terms.append(times_transposed(d_h, w_hh.T))  # d_h @ w_hh
+    if not _is_zero(d_w_hh):
+        terms.append(h @ d_w_hh)
+    if not terms:
+        return out, jnp.zeros_like(out)
+    return out, _sum(terms)
+
+
+recurrent_product.defjvp(_recurrent_product_jvp, symbolic_zeros=True)
+
+
+def _with_bias(y: Array, b: Array) -> Array:
+    """`y + b` for `b` of shape `(N,)`, broadcast explicitly over `y`'s leading axes."""
+    return y + jnp.reshape(b, (1,) * (y.ndim - 1) + b.shape)
+
+
+def _gru_equations(params: Any, state: Array, x: Array) -> tuple[Array, Array]:
+    """`rnnjax.cells.gru`'s step with `recurrent_product` for its recurrent matmul."""
+    input_part = _with_bias(x @ params.w_ih, params.b)
+    recurrent_part = recurrent_product(state, params.w_hh)
+    x_r, x_z, x_n = jnp.split(input_part, 3, axis=-1)
+    h_r, h_z, h_n = jnp.split(recurrent_part, 3, axis=-1)
+    r = jax.nn.sigmoid(x_r + h_r)
+    z = jax.nn.sigmoid(x_z + h_z)
+    n = jnp.tanh(x_n + r * _with_bias(h_n, params.b_hn))
+    h = (1 - z) * n + z * state
+    return h, h
+
+
+def _gru_scalar_input(params: Any, state: Array, x: Array) -> tuple[Array, Array]:
+    """The GRU's step with one matmul per gate block instead of slices of one.
+
+    With one input feature, XLA's CPU compiler turns `x @ w_ih` (a `(N, 1) x (1, 3H)`
+    product) into a broadcast multiply fused into the gate nonlinearities, which then
+    compile to slow code; written block by block it compiles to fast code.
+    """
+    hidden = state.shape[-1]
+
+    def block(a: Array, k: int) -> Array:
+        return a[..., k * hidden : (k + 1) * hidden]
+
+    x_r, x_z, x_n = (_with_bias(x @ block(params.w_ih, k), block(params.b, k)) for k in range(3))
+    h_r, h_z, h_n = (state @ block(params.w_hh, k) for k in range(3))
+    r = jax.nn.sigmoid(x_r + h_r)
+    z = jax.nn.sigmoid(x_z + h_z)
+    n = jnp.tanh(x_n + r * _with_bias(h_n, params.b_hn))
+    h = (1 - z) * n + z * state
+    return h, h
+
+
+@jax.custom_jvp
+def gru_tuned_step(params: Any, state: Array, x: Array) -> tuple[Array, Array]:
+    """The GRU's step for the fast path: `rnnjax.cells.gru`'s equations, tuned for a CPU.
+
+    Values come from `_gru_scalar_input` when `I = 1` and from the equations otherwise;
+    every derivative (`jax.grad`, `jax.vjp`, `jax.jvp`) is that of the equations with
+    `recurrent_product`, so training differentiates the readable equations. Equal to
+    `rnnjax.cells.gru`'s step up to float rounding.
+    """
+    if x.shape[-1] == 1:
+        return _gru_scalar_input(params, state, x)
+    return _gru_equations(params, state, x)
+
+
+gru_tuned_step.defjvp(lambda primals, tangents: jax.jvp(_gru_equations, primals, tangents))
+
+
+# -- whole-sequence implementations (`Cell.sequence`) ---------------------------------------
+
+
+def _steps_per_iteration(unroll: int | bool | None, preferred: int, num_steps: int) -> int | bool:
+    """The caller's `unroll`, or `preferred` where it divides the steps (a remainder step
+    made the loop slower), else 1."""
+    if unroll is not None:
+        return unroll
+    return preferred if num_steps % preferred == 0 else 1
+
+
+def kernel_sequence(
+    kernel: Kernel, *, values_step: Callable | None = None, steps_per_iteration: int = 1
+) -> Callable[..., tuple[Any, Array]]:
+    """A `Cell.sequence` that runs `kernel`: `fused_unroll` with the protocol's signature.
+
+    Args:
+      kernel: the cell type's `Kernel`.
+      values_step: a step that computes the values when nothing differentiates (see
+        `fused_unroll`); None runs the kernel's forward equations.
+      steps_per_iteration: steps per loop iteration when the caller leaves `unroll`
+        to the implementation (and the sequence length divides by it).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, rnnjax
+      >>> from rnnjax import fused
+      >>> cell = rnnjax.cells.gru(4)._replace(sequence=fused.kernel_sequence(fused.GRU_KERNEL))
+      >>> params = cell.init(jax.random.key(0), 2)
+      >>> rnnjax.unroll(cell, params, jnp.ones((3, 5, 2)), fused=True)[0].shape
+      (3, 5, 4)
+    """
+    steps_per_iteration = int(steps_per_iteration)
+
+    def sequence(
+        params: Any,
+        xs: Array,
+        state: Any,
+        valid: Array | None,
+        *,
+        reverse: bool,
+        unroll: int | bool | None,
+        batch_major: bool,
+    ) -> tuple[Any, Array]:
+        steps = _steps_per_iteration(unroll, steps_per_iteration, xs.shape[0])
+        return fused_unroll(
+            kernel,
+            values_step,
+            params,
+            xs,
+            state,
+            valid,
+            reverse=reverse,
+            unroll=steps,
+            batch_major=batch_major,
+        )
+
+    return sequence
+
+
+def scan_sequence(step: Callable, *, steps_per_iteration: int = 1) -> Callable[..., tuple]:
+    """A `Cell.sequence` that scans `step` (a tuned form of the cell's own step).
+
+    The same loop as the reference path (`scan_step`), time-major, transposed after
+    the loop when the caller asks for batch-major outputs; only the step function and
+    the steps per loop iteration differ.
+    """
+    steps_per_iteration = int(steps_per_iteration)
+
+    def sequence(
+        params: Any,
+        xs: Array,
+        state: Any,
+        valid: Array | None,
+        *,
+        reverse: bool,
+        unroll: int | bool | None,
+        batch_major: bool,
+    ) -> tuple[Any, Array]:
+        steps = _steps_per_iteration(unroll, steps_per_iteration, xs.shape[0])
+        final, hs = scan_step(step, params, xs, state, valid, reverse=reverse, unroll=steps)
+        return final, jnp.swapaxes(hs, 0, 1) if batch_major else hs
+
+    return sequence
+
+
+RNN_KERNELS = {name: rnn_kernel(name) for name in _ACTIVATIONS}
+"""The RNN's kernel for each named activation, `"tanh"` and `"relu"`."""
+
+
+def rnn_sequence(activation: str) -> Callable[..., tuple]:
+    """The RNN's default fast path: its kernel, two steps per loop iteration."""
+    return kernel_sequence(RNN_KERNELS[activation], steps_per_iteration=2)
+
+
+def lstm_sequence() -> Callable[..., tuple]:
+    """The LSTM's default fast path: its kernel, one step per loop iteration."""
+    return kernel_sequence(LSTM_KERNEL)
+
+
+def gru_sequence() -> Callable[..., tuple]:
+    """The GRU's default fast path: `gru_tuned_step` scanned two steps per loop iteration.
+
+    `gru_kernel_sequence` is the GRU's fused kernel, an alternative whose speed
+    relative to this one depends on the shapes.
+    """
+    return scan_sequence(gru_tuned_step, steps_per_iteration=2)
+
+
+def gru_kernel_sequence() -> Callable[..., tuple]:
+    """The GRU's fused kernel as a `Cell.sequence`, its values from `gru_tuned_step`.
+
+    Example:
+      >>> import rnnjax
+      >>> from rnnjax import fused
+      >>> cell = rnnjax.gru(8)._replace(sequence=fused.gru_kernel_sequence())
+    """
+    return kernel_sequence(GRU_KERNEL, values_step=gru_tuned_step, steps_per_iteration=2)

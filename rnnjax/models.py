@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax import _checks
-from rnnjax.cells import Cell, LSTMState
+from rnnjax.cells import Cell
 from rnnjax.layers import Directions, bidirectional, recurrent
 from rnnjax.layers import output_size as output_size_of
 
@@ -98,26 +98,37 @@ class _MaskedState(NamedTuple):
     state_mask: Array  # (B, H)
 
 
+def _mask_hidden(state: Any, mask: Array) -> Any:
+    """`state` with its hidden part multiplied by `mask`: the whole state when it is one
+    array, else its field `h` (as `LSTMState`'s)."""
+    if isinstance(state, jax.Array):
+        return state * mask
+    if hasattr(state, "_replace") and hasattr(state, "h"):
+        return state._replace(h=state.h * mask)
+    raise TypeError(
+        "state_dropout needs a cell whose state is one array or has an `h` field, "
+        f"got a state of type {type(state).__name__}"
+    )
+
+
 def _variational(cell: Cell, input_mask: Array, state_mask: Array) -> Cell:
     """`cell` with per-sequence masks on its input and on the hidden state entering each step.
 
     The masks travel in the state rather than in a closure, so that a batch split over
-    devices (`rnnjax.parallel`) splits the masks with their sequences.
+    devices (`rnnjax.parallel`) splits the masks with their sequences. The masked step
+    is a new step, so the returned cell has no whole-sequence implementation
+    (`sequence=None`): `rnnjax.unroll` scans it, whatever `cell.sequence` was.
     """
 
     def initial_state(params: Any, batch_shape: tuple[int, ...] = ()) -> _MaskedState:
         return _MaskedState(cell.initial_state(params, batch_shape), input_mask, state_mask)
 
     def step(params: Any, masked: _MaskedState, x: Array) -> tuple[_MaskedState, Array]:
-        state = masked.state
-        if isinstance(state, LSTMState):
-            state = state._replace(h=state.h * masked.state_mask)
-        else:
-            state = state * masked.state_mask
+        state = _mask_hidden(masked.state, masked.state_mask)
         new_state, h = cell.step(params, state, x * masked.input_mask)
         return masked._replace(state=new_state), h
 
-    return Cell(cell.init, initial_state, step)
+    return Cell(cell.init, initial_state, step, sequence=None)
 
 
 def sequence_model(
@@ -151,8 +162,10 @@ def sequence_model(
       checkpoint_every: gradient checkpointing in every layer over chunks of
         this many steps (see `rnnjax.unroll`): training memory grows with about
         `T / checkpoint_every + checkpoint_every` steps instead of `T`.
-      fused: run every layer on its cell's fused kernel (True), on the reference
-        path (False), or let rnnjax choose per cell (None: see `rnnjax.unroll`).
+      fused: run every layer on its cell's fast path (True; `Cell.sequence`), on the
+        reference path (False), or on its fast path where it has one (None: see
+        `rnnjax.unroll`). Variational dropout (`input_dropout`, `state_dropout`)
+        changes the step, so while training with it the layers scan their steps.
 
     Returns:
       A `Model`. `apply(params, xs, *, lengths=None, key=None, train=False)`:
@@ -248,15 +261,16 @@ def sequence_model(
         layer_keys = jax.random.split(key, num_layers) if dropping else [None] * num_layers
         hs = xs
         for index, (layer_params, layer_key) in enumerate(zip(params.layers, layer_keys)):
-            layer = make_layer(cell)
+            layer, layer_fused = make_layer(cell), fused
             if dropping and (input_dropout > 0 or state_dropout > 0):
                 layer = make_layer(*_masked_cells(layer_key, layer_params, hs.shape))
+                layer_fused = None if fused else fused  # masked steps have no fast path
             hs, _ = layer.apply(
                 layer_params,
                 hs,
                 lengths=lengths,
                 checkpoint_every=checkpoint_every,
-                fused=fused,
+                fused=layer_fused,
             )
             if dropping and dropout > 0 and index < num_layers - 1:
                 hs = _dropout(jax.random.fold_in(layer_key, 3), dropout, hs)

@@ -10,9 +10,8 @@ The recurrence itself runs split by hand: under a mesh set with `jax.set_mesh`
 loop on each device's share of the sequences with `jax.shard_map`, with no
 communication between time steps, and the parameters' gradients are summed over
 the devices once, after the loop. (Left to XLA's automatic partitioning, the
-gradient sum ran inside the backward loop, at every time step, and two devices
-trained slower than one: the CPU profile, `benchmarks/cpu_profile.py`, times both
-ways.) The loss and the optimizer see the global batch as before, so any loss,
+gradient sum runs inside the backward loop, at every time step, and two devices
+can train slower than one.) The loss and the optimizer see the global batch as before, so any loss,
 masked means included, is the one-device loss, up to the order of the gradient
 sums. It works under `jax.jit` and eagerly, for `jax.grad`, `jax.jvp` and `vmap`.
 

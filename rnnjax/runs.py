@@ -22,8 +22,7 @@ from typing import Any, NamedTuple
 import jax
 import optax
 
-from rnnjax import _files, checkpoint, parallel
-from rnnjax.cells import gru, lstm, rnn
+from rnnjax import _files, checkpoint, parallel, zoo
 from rnnjax.models import Model, sequence_model
 from rnnjax.tasks import TASKS, Task, TaskData, get_task
 from rnnjax.train import (
@@ -40,7 +39,7 @@ from rnnjax.train import (
     task_loss,
 )
 
-CELLS = ("rnn", "lstm", "gru")
+CELLS = tuple(zoo.CELLS)
 SCHEDULES = ("constant", "cosine")
 CHECKPOINT_FILE = "checkpoint.npz"
 METRICS_FILE = "metrics.json"
@@ -78,9 +77,9 @@ class TrainConfig:
       checkpoint_every: gradient checkpointing over chunks of this many steps
         (see `rnnjax.unroll`), for long sequences in bounded memory, and on a
         CPU sometimes for speed (`rnnjax.unroll` says when); 0 is off.
-      fused: run the layers on the cells' fused kernels (True), on the reference
-        path (False), or let rnnjax choose per cell (None, the default: the
-        kernel for the LSTM and the RNN; see `rnnjax.unroll`).
+      fused: run the layers on the cells' fast paths (True; `Cell.sequence`), on
+        the reference path (False), or each cell on its fast path where it has one
+        (None, the default; see `rnnjax.unroll`).
     """
 
     task: str = "adding"
@@ -179,9 +178,8 @@ class Run(NamedTuple):
 
 def make_cell(config: TrainConfig):
     """The configured cell (with the LSTM's forget bias)."""
-    if config.cell == "lstm":
-        return lstm(config.hidden, forget_bias=config.forget_bias)
-    return {"rnn": rnn, "gru": gru}[config.cell](config.hidden)
+    options = {"forget_bias": config.forget_bias} if config.cell == "lstm" else {}
+    return zoo.make_cell(config.cell, config.hidden, **options)
 
 
 def build(config: TrainConfig, cell: Any = None) -> Run:

@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnjax import _checks, parallel
-from rnnjax.cells import Cell, preferred_fused, preferred_unroll
-from rnnjax.fused import fused_unroll, kernel_for, scan_step
+from rnnjax.cells import Cell
+from rnnjax.fused import scan_step
 
 Array = jax.Array
 
@@ -58,38 +58,24 @@ def unroll(
       time_major: whether batched `xs` and the returned `hs` are `(T, B, ...)`.
       unroll: how many steps `lax.scan` places in one loop iteration (`True`:
         all of them). Only speed and compile time change: results are the same
-        up to floating-point rounding (bit for bit for the built-in RNN and GRU
-        in our tests on the CPU, on both paths). `None` lets rnnjax choose, on
-        either path: `rnnjax.cells.preferred_unroll(cell)` (2 for the built-in
-        RNN and GRU, whose training steps ran up to 1.2x faster that way on a
-        CPU, `benchmarks/unroll.py`) when `T` divides by it, else 1.
+        up to floating-point rounding. `None` lets the path choose: 1 on the
+        reference path, the cell's own choice on its fast path.
       checkpoint_every: gradient checkpointing over chunks of this many steps:
         the backward pass keeps only the state at the start of each chunk and
         recomputes the chunk's forward pass when it reaches it, so the memory
         of training grows with `T / checkpoint_every + checkpoint_every` steps
         of activations instead of `T` (about `sqrt(T)` is a good choice), for
         one more forward pass of compute. Outputs and gradients are unchanged.
-        On a CPU it can make training faster as well: XLA maps a fresh scratch
-        block for every call, and glibc reuses a freed block only up to 32 MiB,
-        so a larger one is page-faulted in again on every call; chunks shrink
-        the block, and once it fits, those faults stop. That pays where faults
-        were many and dear (long sequences, the batch split over the cores,
-        glibc's default allocator) and costs the extra forward pass where they
-        were few (short sequences, huge pages): `benchmarks/checkpointing.py`
-        measures both.
-      fused: differentiate through the cell's fused kernel (`rnnjax.fused`), if
-        it has one (the built-in cells do, except an RNN with a custom
-        activation): the input projection of all steps as one matmul, and a
-        hand-written derivative of the whole sequence whose weight gradients
-        are one matmul each. `False` runs the reference path, `cell.step` in a
-        `lax.scan` differentiated by JAX. `None` (the default) lets rnnjax
-        choose, `rnnjax.cells.preferred_fused(cell)`: the kernel for the LSTM and
-        the RNN, whose training it made faster on most shapes we measured, the
-        reference path for the GRU. Forward mode (`jax.jvp`) and second
-        derivatives work on both paths. Without differentiation (inference) the
-        fused path runs the kernel's forward equations in a loop that saves
-        nothing and writes batch-major outputs in place, with no transpose after
-        it. Both paths are equal up to rounding.
+        On a CPU it can make long sequences train faster as well, since smaller
+        scratch blocks are cheaper for the host allocator to hand out (the
+        performance page of the documentation measures when).
+      fused: which path runs the sequence. `None` (the default) runs the cell's
+        whole-sequence implementation, `cell.sequence`, when it has one (the
+        built-in cells do: `rnnjax.fused`) and scans `cell.step` otherwise. `True`
+        requires `cell.sequence` and raises `ValueError` for a cell without one.
+        `False` runs the reference path: `cell.step` in a `lax.scan`,
+        differentiated by JAX. Both paths are equal up to floating-point rounding,
+        in values and derivatives (forward mode and second derivatives included).
 
     Returns:
       `(hs, final_state)`: `hs` is `(B, T, H)` (`(T, B, H)` time-major, `(T, H)`
@@ -118,6 +104,11 @@ def unroll(
     if not isinstance(cell, Cell):
         raise TypeError(
             f"cell must be an rnnjax.Cell (from rnnjax.rnn/lstm/gru), got {type(cell).__name__}"
+        )
+    if fused and cell.sequence is None:
+        raise ValueError(
+            "fused=True needs a cell with a whole-sequence implementation (cell.sequence), "
+            "but this cell has none: pass fused=None or False to scan its step"
         )
     if unroll is not None and not isinstance(unroll, bool):
         unroll = _checks.positive_int("unroll", unroll)
@@ -151,46 +142,38 @@ def unroll(
     if checkpoint_every is not None:
         checkpoint_every = _checks.positive_int("checkpoint_every", checkpoint_every)
 
-    # The kernels see one flat batch: xs (T, N, I), states (N, H), valid (T, N).
+    # Both paths see one flat batch: xs (T, N, I), states (N, ...), valid (T, N).
     flat = int(np.prod(batch_shape, dtype=int))
     xs = xs.reshape(num_steps, flat, xs.shape[-1])
-    state = jax.tree.map(lambda s: s.reshape(flat, s.shape[-1]), state)
+    rank = len(batch_shape)
+    state = jax.tree.map(lambda s: s.reshape(flat, *s.shape[rank:]), state)
     if valid is not None:
         valid = valid.reshape(num_steps, flat)
-    if fused is None:
-        fused = preferred_fused(cell)
-    kernel = kernel_for(cell) if fused else None
-
-    # Steps per loop iteration, chosen per run: with checkpointing, for a chunk's length.
-    def steps_per_iteration(xs: Array) -> int | bool:
-        return preferred_unroll(cell, xs.shape[0]) if unroll is None else unroll
-
+    sequence = cell.sequence if fused is not False else None
     chunked = checkpoint_every is not None and checkpoint_every < num_steps
-    # The fused path returns batch-major outputs in that layout (its inference loop
-    # writes them so); the others run time-major and are transposed at the end.
-    batch_major = kernel is not None and not chunked and bool(batch_shape) and not time_major
+    # A whole-sequence implementation returns batch-major outputs when asked (the
+    # fused kernels' inference loops write them so); the reference path runs
+    # time-major and is transposed at the end.
+    batch_major = sequence is not None and not chunked and bool(batch_shape) and not time_major
 
-    if kernel is not None:
+    if sequence is not None:
 
         def run(params: Any, state: Any, xs: Array, valid: Array | None) -> tuple[Any, Array]:
-            return fused_unroll(
-                kernel,
-                cell.step,
+            return sequence(
                 params,
                 xs,
                 state,
                 valid,
                 reverse=reverse,
-                unroll=steps_per_iteration(xs),
+                unroll=unroll,
                 batch_major=batch_major,
             )
 
     else:
 
         def run(params: Any, state: Any, xs: Array, valid: Array | None) -> tuple[Any, Array]:
-            return scan_step(
-                cell.step, params, xs, state, valid, reverse=reverse, unroll=steps_per_iteration(xs)
-            )
+            steps = 1 if unroll is None else unroll
+            return scan_step(cell.step, params, xs, state, valid, reverse=reverse, unroll=steps)
 
     if chunked:
         run = functools.partial(_checkpointed, run, chunk=checkpoint_every, reverse=reverse)
@@ -199,7 +182,7 @@ def unroll(
         run = _split_over_batch(run, mesh, outputs_batch_major=batch_major)
     final_state, hs = run(params, state, xs, valid)
 
-    final_state = jax.tree.map(lambda s: s.reshape(*batch_shape, s.shape[-1]), final_state)
+    final_state = jax.tree.map(lambda s: s.reshape(*batch_shape, *s.shape[1:]), final_state)
     if batch_major:
         return hs.reshape(*batch_shape, num_steps, hs.shape[-1]), final_state
     hs = hs.reshape(num_steps, *batch_shape, hs.shape[-1])

@@ -31,7 +31,8 @@ import jax
 import numpy as np
 
 from rnnjax import _files, diagnostics, runs, train
-from rnnjax.cells import Cell, chrono_bias_init, gru, lstm, rnn
+from rnnjax.cells import Cell, chrono_bias_init
+from rnnjax.zoo import gru, lstm, rnn
 from rnnjax.tasks import get_task
 
 STUDY_TASKS = ("adding", "copy", "recall")
@@ -145,10 +146,18 @@ def _rounded(values: Any, digits: int = 3) -> list:
 
 
 def _norms_record(norms: diagnostics.StateNorms) -> dict:
-    record = {"h": _rounded(norms.h)}
-    if norms.c is not None:
-        record["c"] = _rounded(norms.c)
+    """Per-leaf norms by name (`h`, `c`), plus the whole state's when it has several
+    leaves; a state that is one array is the study's cells' hidden state, `h`."""
+    if set(norms.leaves) == {"state"}:
+        return {"h": _rounded(norms.state)}
+    record = {name: _rounded(values) for name, values in norms.leaves.items()}
+    record["state"] = _rounded(norms.state)
     return record
+
+
+def _hidden_norms(norms: diagnostics.StateNorms) -> Any:
+    """The norms of the hidden state `h`: the leaf named so, or the whole state."""
+    return norms.leaves.get("h", norms.state)
 
 
 def run_one(
@@ -170,8 +179,8 @@ def run_one(
         seed=seed,
         test_size=study.test_size,
         eval_every=study.eval_every,
-        # The committed study's runs were trained on the reference path; pinned to it,
-        # they reproduce bit for bit (the LSTM's default is its fused kernel).
+        # The study trains the cells' equations as written (the reference path), so
+        # that every cell in it runs the same kind of loop.
         fused=False,
     )
     cell = make_variant_cell(variant, study.hidden, input_length)
@@ -186,7 +195,7 @@ def run_one(
         result = probe(params, probe_xs, probe_targets)
         record = {
             "grad": _norms_record(result.gradients),
-            "horizon": diagnostics.gradient_horizon(result.gradients.h),
+            "horizon": diagnostics.gradient_horizon(_hidden_norms(result.gradients)),
         }
         if with_jacobian:
             record["jacobian"] = _norms_record(result.jacobians)

@@ -6,7 +6,16 @@ import jax.numpy as jnp
 import rnnjax
 
 CELL_NAMES = ("rnn", "lstm", "gru")
-CONSTRUCTORS = {"rnn": rnnjax.rnn, "lstm": rnnjax.lstm, "gru": rnnjax.gru}
+CONSTRUCTORS = {
+    "rnn": rnnjax.rnn,
+    "lstm": rnnjax.lstm,
+    "gru": rnnjax.gru,
+    # The GRU with its fused kernel in place of its default tuned scan.
+    "gru-kernel": lambda h: rnnjax.gru(h)._replace(sequence=rnnjax.fused.gru_kernel_sequence()),
+}
+# Every built-in fast path: the cells' defaults and the GRU's kernel.
+FAST_PATHS = (*CELL_NAMES, "gru-kernel")
+KERNELS = ("rnn", "lstm", "gru-kernel")
 
 
 def make_cell(name, hidden_size=5):

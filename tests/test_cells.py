@@ -57,9 +57,7 @@ def test_state_layout(cell_name):
 @pytest.mark.parametrize("batch_shape", [(), (3,), (2, 3)])
 @pytest.mark.parametrize("input_size", [4, 1])
 def test_step_matches_numpy_reference(cell_name, batch_shape, input_size):
-    """With one input feature the LSTM and GRU compute their values in another form
-    (faster on XLA's CPU backend): the same function, and `jax.jvp` (the reference
-    equations') gives the same values too."""
+    """The step, and its values under `jax.jvp`, equal the NumPy reference."""
     cell = make_cell(cell_name)
     k_params, k_x, k_h = jax.random.split(jax.random.key(1), 3)
     params = random_params(cell, k_params, input_size=input_size)
@@ -78,7 +76,8 @@ def test_step_matches_numpy_reference(cell_name, batch_shape, input_size):
 
 
 def test_scalar_input_unroll_float32_matches_float64(cell_name):
-    """The I = 1 forward form in float32, over a sequence, against float64."""
+    """The default path at I = 1 (the GRU's tuned step computes its values in another
+    form there) in float32, over a sequence, against float64."""
     cell = make_cell(cell_name, 16)
     k_params, k_x = jax.random.split(jax.random.key(3))
     params = random_params(cell, k_params, input_size=1, scale=0.1)
@@ -187,8 +186,8 @@ def test_recurrent_product_equals_the_plain_matmul_with_its_derivatives(h_shape)
     def loss_of(product):
         return lambda h, w: jnp.sum(jnp.sin(product(h, w)))
 
-    ours, plain = loss_of(rnnjax.cells.recurrent_product), loss_of(jnp.matmul)
-    np.testing.assert_array_equal(rnnjax.cells.recurrent_product(h, w), h @ w)
+    ours, plain = loss_of(rnnjax.fused.recurrent_product), loss_of(jnp.matmul)
+    np.testing.assert_array_equal(rnnjax.fused.recurrent_product(h, w), h @ w)
     for argnums in (0, 1, (0, 1)):
         got, want = jax.grad(ours, argnums)(h, w), jax.grad(plain, argnums)(h, w)
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-14), got, want)

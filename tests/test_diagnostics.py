@@ -26,33 +26,89 @@ def head(hs):
 
 
 def explicit_norms(cell, params, xs):
-    """dL/ds_t for each t by its own gradient: split the unroll at t and differentiate."""
+    """dL/ds_t for each state s_t that step t + 1 reads, t = 0..T-1, by its own gradient:
+    split the unroll before that step and differentiate. Returns the log10 batch-mean
+    norm over the whole state, then one per leaf."""
     batch, steps, _ = xs.shape
     state = cell.initial_state(params, (batch,))
     states, outputs = [], []
     for t in range(steps):
-        state, h = cell.step(params, state, xs[:, t])
         states.append(state)
+        state, h = cell.step(params, state, xs[:, t])
         outputs.append(h)
     per_step = []
     for t in range(steps):
 
-        def loss_from(state_t, t=t):
-            hs = [*outputs[:t], diagnostics._hidden(state_t)]
-            state = state_t
-            for u in range(t + 1, steps):
+        def loss_from(state, t=t):
+            hs = list(outputs[:t])
+            for u in range(t, steps):
                 state, h = cell.step(params, state, xs[:, u])
                 hs.append(h)
             return jnp.sum(head(jnp.stack(hs, axis=1)))
 
         per_step.append(jax.grad(loss_from)(states[t]))
-    norms = []
-    for leaf in range(len(jax.tree.leaves(per_step[0]))):
-        by_step = np.stack([np.asarray(jax.tree.leaves(g)[leaf]) for g in per_step])  # (T, B, H)
-        mean_norm = np.linalg.norm(by_step, axis=-1).mean(axis=1)
+
+    def log10_mean_norm(leaf_indices):
+        squares = sum(
+            np.stack([np.asarray(jax.tree.leaves(g)[i]) ** 2 for g in per_step]).reshape(
+                steps, batch, -1
+            ).sum(axis=-1)
+            for i in leaf_indices
+        )
         with np.errstate(divide="ignore"):
-            norms.append(np.log10(mean_norm))
-    return norms
+            return np.log10(np.sqrt(squares).mean(axis=1))
+
+    count = len(jax.tree.leaves(per_step[0]))
+    return [log10_mean_norm(range(count))] + [log10_mean_norm([i]) for i in range(count)]
+
+
+class DictCell:
+    """A cell of one's own: dict parameters and a dict state of two arrays (a slow and
+    a fast trace of a tanh RNN), on the contract and nothing else."""
+
+    @staticmethod
+    def make(hidden=4):
+        def init(key, input_size, dtype=None):
+            k1, k2 = jax.random.split(key)
+            dtype = dtype or jnp.float64
+            return {
+                "w": 0.5 * jax.random.normal(k1, (input_size, hidden), dtype),
+                "u": 0.5 * jax.random.normal(k2, (hidden, hidden), dtype),
+            }
+
+        def initial_state(params, batch_shape=()):
+            zeros = jnp.zeros((*batch_shape, hidden), params["u"].dtype)
+            return {"fast": zeros, "slow": zeros}
+
+        def step(params, state, x):
+            fast = jnp.tanh(x @ params["w"] + state["slow"] @ params["u"])
+            slow = 0.9 * state["slow"] + 0.1 * fast
+            return {"fast": fast, "slow": slow}, fast + slow
+
+        return rnnjax.Cell(init, initial_state, step)
+
+
+def readme_cell(hidden=4):
+    """The README's cell of one's own: dict parameters, a bare-array state."""
+
+    def init(key, input_size, dtype=None):
+        return {"w": jax.random.normal(key, (input_size + hidden, hidden)) * 0.3}
+
+    def initial_state(params, batch_shape=()):
+        return jnp.zeros((*batch_shape, hidden), params["w"].dtype)
+
+    def step(params, h, x):
+        h = jnp.tanh(jnp.concatenate([x, h], axis=-1) @ params["w"])
+        return h, h
+
+    return rnnjax.Cell(init, initial_state, step)
+
+
+def assert_norms_equal(got, want):
+    np.testing.assert_allclose(np.asarray(got.state), want[0], rtol=1e-10, atol=1e-12)
+    assert len(got.leaves) == len(want) - 1
+    for g, w in zip(got.leaves.values(), want[1:]):
+        np.testing.assert_allclose(np.asarray(g), w, rtol=1e-10, atol=1e-12)
 
 
 def test_one_pass_and_log_space_norms_equal_explicit_per_step_gradients(cell_name):
@@ -62,10 +118,46 @@ def test_one_pass_and_log_space_norms_equal_explicit_per_step_gradients(cell_nam
     want = explicit_norms(cell, params, xs)
     for method in (state_gradient_norms_by_perturbation, state_gradient_norms):
         got = method(cell, params, xs, head)
-        leaves = [got.h] if got.c is None else [got.h, got.c]
-        assert (got.c is not None) == (cell_name == "lstm")
-        for g, w in zip(leaves, want):
-            np.testing.assert_allclose(np.asarray(g), w, rtol=1e-10, atol=1e-12)
+        assert list(got.leaves) == (["h", "c"] if cell_name == "lstm" else ["state"])
+        assert_norms_equal(got, want)
+
+
+@pytest.mark.parametrize("make", [DictCell.make, readme_cell])
+def test_diagnostics_of_cells_of_ones_own(make):
+    cell = make()
+    params = cell.init(jax.random.key(0), 2, jnp.float64)
+    xs = random_inputs(jax.random.key(1), (3, 6, 2))
+    want = explicit_norms(cell, params, xs)
+    for method in (state_gradient_norms_by_perturbation, state_gradient_norms):
+        assert_norms_equal(method(cell, params, xs, head), want)
+    jacobians = jacobian_norms(cell, params, xs)
+    assert jacobians.state.shape == (6,) and np.isfinite(np.asarray(jacobians.state)).all()
+    health = cell_health(cell, params, xs)
+    assert math.isnan(health.spectral_radius) and 0 <= health.saturated_fraction <= 1
+    assert "no w_ih, w_hh and b" in health.unavailable[0]
+
+
+def test_jacobian_norms_equal_explicit_jacobians(cell_name):
+    cell = make_cell(cell_name, 3)
+    params = random_params(cell, jax.random.key(0), 2)
+    xs = random_inputs(jax.random.key(1), (2, 5, 2))
+    got = jacobian_norms(cell, params, xs)
+    states, outputs = diagnostics._forward(cell, params, jnp.swapaxes(xs, 0, 1))
+    for t in range(5):
+
+        def last_output(state, t=t):
+            for u in range(t, 5):
+                state, h = cell.step(params, state, xs[:, u])
+            return h
+
+        start = jax.tree.map(lambda s, t=t: s[t], states)
+        jac = jax.jacrev(last_output)(start)  # per leaf (B, H, B, ...)
+        squares = sum(
+            np.einsum("bhb...->bh...", np.asarray(j) ** 2).reshape(2, -1).sum(axis=1)
+            for j in jax.tree.leaves(jac)
+        )
+        want = np.log10(np.sqrt(squares).mean())
+        np.testing.assert_allclose(float(got.state[t]), want, rtol=1e-10)
 
 
 def linear_rnn(a, hidden=3, dtype=jnp.float32):
@@ -88,22 +180,22 @@ def test_linear_rnn_follows_a_to_the_power_t_distance_without_underflow(dtype, r
     xs = jnp.ones((2, steps, 1), dtype)
     u = jnp.array([1.0, -2.0, 2.0], dtype)  # ||u|| = 3
     norms = state_gradient_norms(cell, params, xs, lambda hs: hs[:, -1] @ u)
-    t = np.arange(1, steps + 1)
+    t = np.arange(steps)  # g_t for the state s_t that step t + 1 reads
     exact = (steps - t) * math.log10(a) + math.log10(3.0)
-    assert norms.h.dtype == dtype and np.isfinite(np.asarray(norms.h)).all()
-    np.testing.assert_allclose(np.asarray(norms.h), exact, rtol=rtol, atol=1e-6)
+    assert norms.state.dtype == dtype and np.isfinite(np.asarray(norms.state)).all()
+    np.testing.assert_allclose(np.asarray(norms.state), exact, rtol=rtol, atol=1e-6)
     jacobians = jacobian_norms(cell, params, xs)
     np.testing.assert_allclose(
-        np.asarray(jacobians.h),
+        np.asarray(jacobians.state),
         (steps - t) * math.log10(a) + 0.5 * math.log10(hidden),
         rtol=rtol,
         atol=1e-6,
     )
     # The plain float32 computation underflows to zero long before t = 1.
     plain = state_gradient_norms_by_perturbation(cell, params, xs, lambda hs: hs[:, -1] @ u)
-    assert np.isneginf(np.asarray(plain.h)[0])
+    assert np.isneginf(np.asarray(plain.state)[0])
     # Horizon: the relative norm a^(T-t) stays above 1e-3 for floor(3 / log10 2) = 9 steps back.
-    assert gradient_horizon(norms.h, threshold=1e-3) == 9
+    assert gradient_horizon(norms.state, threshold=1e-3) == 9
 
 
 def test_log_space_float32_agrees_with_float64_where_float64_does_not_underflow(cell_name):
@@ -113,10 +205,10 @@ def test_log_space_float32_agrees_with_float64_where_float64_does_not_underflow(
     reference = state_gradient_norms_by_perturbation(cell, params64, xs64, head)
     params32 = jax.tree.map(lambda a: a.astype(jnp.float32), params64)
     fast = state_gradient_norms(cell, params32, xs64.astype(jnp.float32), head)
-    finite = np.isfinite(np.asarray(reference.h))
+    finite = np.isfinite(np.asarray(reference.state))
     assert finite.sum() > 250  # the comparison covers most steps
     np.testing.assert_allclose(
-        np.asarray(fast.h)[finite], np.asarray(reference.h)[finite], atol=2e-3
+        np.asarray(fast.state)[finite], np.asarray(reference.state)[finite], atol=2e-3
     )
 
 
@@ -125,8 +217,8 @@ def test_norms_stay_finite_for_thousands_of_steps_in_float32(cell_name):
     params = cell.init(jax.random.key(0), 1, jnp.float32)
     xs = random_inputs(jax.random.key(1), (2, 3000, 1), jnp.float32)
     norms = state_gradient_norms(cell, params, xs, lambda hs: jnp.sum(hs[:, -1], axis=-1))
-    assert np.isfinite(np.asarray(norms.h)).all()
-    assert float(norms.h[0]) < float(norms.h[-1]) - 20  # vanished by 20 orders of magnitude
+    assert np.isfinite(np.asarray(norms.state)).all()
+    assert float(norms.state[0]) < float(norms.state[-1]) - 20  # vanished by 20 decades
 
 
 def test_gradient_horizon_counts_steps_back_from_the_end():
@@ -168,17 +260,19 @@ def test_probe_compiles_once_and_matches_the_functions():
     assert probe._cache_size() == 1
     head = diagnostics.readout_head(params.readout, "mse", targets, per_step=False)
     np.testing.assert_allclose(
-        first.gradients.h, state_gradient_norms(cell, params.layers[0], xs, head).h, rtol=1e-10
+        first.gradients.state,
+        state_gradient_norms(cell, params.layers[0], xs, head).state,
+        rtol=1e-10,
     )
     np.testing.assert_allclose(
-        first.jacobians.h, jacobian_norms(cell, params.layers[0], xs).h, rtol=1e-10
+        first.jacobians.state, jacobian_norms(cell, params.layers[0], xs).state, rtol=1e-10
     )
 
 
 def test_diagnostics_errors():
     cell = rnnjax.rnn(3)
     params = cell.init(jax.random.key(0), 2)
-    with pytest.raises(ValueError, match=r"xs must have shape \(B, T, 2\), got \(5, 2\)"):
+    with pytest.raises(ValueError, match=r"xs must have shape \(B, T, I\), got \(5, 2\)"):
         state_gradient_norms(cell, params, jnp.ones((5, 2)), head)
     with pytest.raises(TypeError, match="cell must be an rnnjax"):
         jacobian_norms("rnn", params, jnp.ones((1, 5, 2)))

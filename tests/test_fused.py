@@ -1,4 +1,5 @@
-"""The fused kernels and gradient checkpointing equal the readable reference path."""
+"""Every fast path (`Cell.sequence`) and gradient checkpointing equal the readable
+reference path: the fused kernels of the RNN, LSTM and GRU and the GRU's tuned scan."""
 
 import jax
 import jax.extend.core
@@ -9,9 +10,15 @@ import pytest
 import rnnjax
 from rnnjax import fused
 
-from helpers import make_cell, random_inputs, random_params
+from helpers import FAST_PATHS, KERNELS, make_cell, random_inputs, random_params
 
 B, T, I, H = 3, 9, 2, 4
+
+
+@pytest.fixture(params=FAST_PATHS)
+def cell_name(request) -> str:
+    """Here every fast path, the GRU's kernel included."""
+    return request.param
 
 
 def outputs_and_grads(cell, params, xs, state, **options):
@@ -44,13 +51,18 @@ def setup(cell_name, seed=0, input_size=I):
     return cell, params, xs, state
 
 
-def test_every_builtin_cell_has_a_kernel():
+def test_builtin_cells_carry_their_fast_path_and_the_equations_none():
     for cell in (rnnjax.rnn(3), rnnjax.rnn(3, "relu"), rnnjax.lstm(3), rnnjax.gru(3)):
-        assert fused.kernel_for(cell) is not None
+        assert cell.sequence is not None
+    for cell in (rnnjax.cells.rnn(3), rnnjax.cells.lstm(3), rnnjax.cells.gru(3)):
+        assert cell.sequence is None
     custom = rnnjax.rnn(3, activation=jnp.sin)
-    assert fused.kernel_for(custom) is None
+    assert custom.sequence is None
     wrapped = rnnjax.Cell(custom.init, custom.initial_state, lambda p, s, x: custom.step(p, s, x))
-    assert fused.kernel_for(wrapped) is None
+    assert wrapped.sequence is None
+    params = custom.init(jax.random.key(0), 2)
+    with pytest.raises(ValueError, match=r"fused=True needs a cell with .*cell\.sequence"):
+        rnnjax.unroll(custom, params, jnp.ones((1, 4, 2)), fused=True)
 
 
 @pytest.mark.parametrize("reverse", [False, True])
@@ -124,6 +136,7 @@ def test_fused_forward_scan_reads_narrow_inputs_unprojected(input_size):
         assert (T, B, 4 * H) not in stacked
 
 
+@pytest.mark.parametrize("cell_name", KERNELS)
 def test_fused_forward_scan_saves_the_previous_hidden_state_only_when_padded(cell_name):
     # Unpadded, the state each step reads is the previous step's output, already saved.
     cell, params, xs, _ = setup(cell_name)
@@ -308,6 +321,7 @@ def transposed_shapes(fn, *args):
 
 
 @pytest.mark.parametrize("time_major", [False, True])
+@pytest.mark.parametrize("cell_name", KERNELS)
 def test_fused_inference_writes_outputs_in_their_layout(cell_name, time_major):
     """Without differentiation the fused path writes each step's outputs in their
     layout: no transpose of the whole sequence's outputs follows the loop. Float32
@@ -344,3 +358,26 @@ def test_fused_inference_equals_reference(cell_name, time_major, reverse):
         return rnnjax.unroll(cell, params, xs, fused=use_fused, **options)
 
     assert_trees_close(run(True), run(False))
+
+
+@pytest.mark.parametrize("input_size", [1, 4])
+def test_gru_tuned_step_equals_the_equations(input_size):
+    """Values (the I = 1 form included), forward and reverse derivatives."""
+    cell = rnnjax.cells.gru(H)
+    params = random_params(cell, jax.random.key(0), input_size)
+    x = random_inputs(jax.random.key(1), (B, input_size))
+    state = random_inputs(jax.random.key(2), (B, H))
+    args = (params, state, x)
+    assert_trees_close(fused.gru_tuned_step(*args), cell.step(*args))
+    tangents = jax.tree.map(lambda a: jax.random.normal(jax.random.key(3), a.shape), args)
+    assert_trees_close(
+        jax.jvp(fused.gru_tuned_step, args, tangents), jax.jvp(cell.step, args, tangents)
+    )
+
+    def loss(step):
+        return lambda *a: jnp.sum(jnp.sin(step(*a)[1]))
+
+    assert_trees_close(
+        jax.grad(loss(fused.gru_tuned_step), (0, 1, 2))(*args),
+        jax.grad(loss(cell.step), (0, 1, 2))(*args),
+    )

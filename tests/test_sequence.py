@@ -123,34 +123,34 @@ def test_default_unroll_is_the_cells_preference_where_the_length_divides(
     cell = make_cell(cell_name, H)
     params = random_params(cell, jax.random.key(0), I, jnp.float32)
     xs = jnp.ones((B, steps, I), jnp.float32)
-    assert rnnjax.cells.preferred_unroll(cell) == (1 if cell_name == "lstm" else 2)
     factors = scan_unroll_factors(lambda p: rnnjax.unroll(cell, p, xs, **options)[0], params)
     assert sorted(set(factors), reverse=True) == want
 
 
-def test_default_path_is_the_cells_preferred_path(cell_name):
-    """`fused=None` runs the LSTM and the RNN on their fused kernels and the GRU on the
-    reference path: the same program as asking for that path, so bit-for-bit the same
-    results."""
+def test_default_path_is_the_cells_sequence(cell_name):
+    """`fused=None` runs a built-in cell on its `Cell.sequence` (the fused kernel for the
+    LSTM and the RNN, a tuned scan for the GRU): the same program as `fused=True`, so
+    bit-for-bit the same results."""
     cell = make_cell(cell_name, H)
+    assert cell.sequence is not None
     params = random_params(cell, jax.random.key(0), I, jnp.float32)
     xs = jax.random.normal(jax.random.key(1), (B, 8, I), jnp.float32)
-    chosen = rnnjax.cells.preferred_fused(cell)
-    assert chosen == (cell_name in ("lstm", "rnn"))
 
     def forward(fused):
         return lambda p: rnnjax.unroll(cell, p, xs, fused=fused)[0]
 
-    # The fused kernel is a custom_jvp named after it in the undifferentiated program.
-    for fused in (None, chosen):
-        assert ("name=_fused" in str(jax.make_jaxpr(forward(fused))(params))) == chosen
+    # A fused kernel is a custom_jvp named after it in the undifferentiated program.
+    kernel = cell_name in ("lstm", "rnn")
+    for fused in (None, True):
+        assert ("name=_fused" in str(jax.make_jaxpr(forward(fused))(params))) == kernel
+    assert "name=_fused" not in str(jax.make_jaxpr(forward(False))(params))
 
     def outputs_and_grads(fused):
         loss = lambda p: jnp.sum(jnp.sin(forward(fused)(p)))  # noqa: E731
         return jax.jit(jax.value_and_grad(loss))(params)
 
     for got, want in zip(
-        jax.tree.leaves(outputs_and_grads(None)), jax.tree.leaves(outputs_and_grads(chosen))
+        jax.tree.leaves(outputs_and_grads(None)), jax.tree.leaves(outputs_and_grads(True))
     ):
         np.testing.assert_array_equal(got, want)
 
@@ -158,15 +158,25 @@ def test_default_path_is_the_cells_preferred_path(cell_name):
 def test_cells_of_your_own_run_on_the_reference_path():
     builtin = rnnjax.lstm(H)
     custom = rnnjax.Cell(builtin.init, builtin.initial_state, lambda p, s, x: builtin.step(p, s, x))
-    assert not rnnjax.cells.preferred_fused(custom)
+    assert custom.sequence is None
+    params = custom.init(jax.random.key(0), I)
+    xs = jnp.ones((B, 5, I))
+    np.testing.assert_array_equal(
+        rnnjax.unroll(custom, params, xs)[0], rnnjax.unroll(builtin, params, xs, fused=False)[0]
+    )
+    with pytest.raises(ValueError, match="fused=True"):
+        rnnjax.unroll(custom, params, xs, fused=True)
 
 
 @pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("input_size", [3, 40])  # the fused kernels' two projections
 @pytest.mark.parametrize("cell_name", ["rnn", "gru"])
-def test_default_unroll_gives_float32_results_bit_for_bit_equal_to_one_step(
+def test_default_unroll_gives_float32_results_equal_to_one_step_up_to_rounding(
     cell_name, input_size, fused
 ):
+    """Steps per loop iteration change only speed. XLA may fuse the unrolled steps'
+    elementwise work differently (it does for the RNN's kernel on some CPUs), so the
+    float32 results agree to rounding, not always bit for bit."""
     cell = make_cell(cell_name, 16)
     params = random_params(cell, jax.random.key(0), input_size, jnp.float32)
     xs = jax.random.normal(jax.random.key(1), (8, 20, input_size), jnp.float32)
@@ -181,10 +191,7 @@ def test_default_unroll_gives_float32_results_bit_for_bit_equal_to_one_step(
     for got, want in zip(
         jax.tree.leaves(outputs_and_grads(None)), jax.tree.leaves(outputs_and_grads(1))
     ):
-        if jax.default_backend() == "cpu":  # what the docs claim, and what CI runs
-            np.testing.assert_array_equal(got, want)
-        else:  # another backend's compiler may fuse the unrolled steps differently
-            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("with_lengths", [False, True])
