@@ -1,10 +1,8 @@
 """Speed: rnnjax against Flax, Equinox and PyTorch on the CPU, side by side in one process.
 
-    python benchmarks/speed.py --out results/speed            # about 6 minutes on 2 cores
+    python benchmarks/speed.py --out benchmarks/results/speed   # about 6 minutes on 2 cores
     python benchmarks/speed.py --quick --out results/speed-quick
-    python benchmarks/speed.py --retain-freed-memory --out results/speed-retained
-    python benchmarks/speed.py --huge-pages --out results/speed-huge-pages
-    python benchmarks/speed.py --report-only --out results/speed   # speed.md from speed.json
+    python benchmarks/speed.py --report-only --out benchmarks/results/speed
 
 Four measurements, written to `speed.json` and `speed.md` in --out:
 
@@ -16,9 +14,8 @@ Four measurements, written to `speed.json` and `speed.md` in --out:
    are timed in interleaved rounds and the median is reported. Peers run only if
    installed: Flax linen (`nn.RNN` around each cell, and `OptimizedLSTMCell`),
    Equinox (its cells in a `lax.scan`; it has no vanilla RNN cell) and PyTorch
-   (`nn.RNN/LSTM/GRU`, all cores, denormals flushed to zero as XLA does: without
-   it PyTorch's LSTM training step at T = 1000 runs about 2x slower here, on
-   gradients that underflow: see `benchmarks/cpu_profile.py`).
+   (`nn.RNN/LSTM/GRU`, all cores, denormals flushed to zero as XLA does: without it
+   PyTorch's training steps slow down on gradients that underflow).
 2. **Achieved GFLOP/s** of each training step (`6 B T (I + H) G` for `G` gate
    units: forward and two backward matmuls) against a large matmul measured here.
 3. **Compile time** of rnnjax's training step at T = 100 and T = 10,000.
@@ -26,44 +23,20 @@ Four measurements, written to `speed.json` and `speed.md` in --out:
    with and without gradient checkpointing (`checkpoint_every ~ sqrt(T)`), each
    configuration in its own process, peak resident memory read from the OS.
 
-**rnnjax default path** is `rnnjax.unroll(..., fused=None)`, each cell's preferred
-path (`rnnjax.cells.preferred_fused`): the fused kernel for the LSTM and the RNN, the
-reference path for the GRU. The other path is timed beside it (**rnnjax fused=True**
-for the GRU, **rnnjax fused=False** for the LSTM and RNN); `meta["fused_by_default"]`
-records which cells defaulted to their kernel. Reports written before the LSTM's
-default became its kernel (no `default_path` in their meta) timed `fused=False` as
-the default for every cell, and those with a `default_path` but no
-`fused_by_default`, before the RNN's did, had only the LSTM on its kernel.
+**rnnjax default path** is `rnnjax.unroll(..., fused=None)`: each cell's
+whole-sequence implementation, `Cell.sequence` (the fused kernel for the LSTM and the
+RNN, a tuned scan for the GRU). The reference path, **rnnjax fused=False** (the
+cells' equations scanned step by step), is timed beside it.
 
-**rnnjax over the cores** is the default path (and **rnnjax fused=True/False over
-the cores** the other path) with the batch split over one JAX CPU device per core
+**rnnjax over the cores** is the default path (and **rnnjax fused=False over the
+cores** the reference path) with the batch split over one JAX CPU device per core
 (`rnnjax.parallel.use_cpu_cores()`, called before anything else, and a mesh set
 with `jax.set_mesh`): each core runs the whole recurrence on its share of the
 sequences (`rnnjax.parallel`). Its arguments are placed on the devices once, before
-any call, the parameters on each and the batch split over them, as rnnjax's own
-training keeps them (runs before this one passed them on the first device, and every
-call first scattered the batch over the devices, in a program of its own that the
-profiler showed on the first device). **..., checkpointed** are those two with gradient
-checkpointing as well, over chunks of `sqrt_chunk(T)` = round(sqrt(T)) steps
-(`rnnjax.unroll(..., checkpoint_every=...)`): the backward pass recomputes each
-chunk instead of reading activations saved for the whole sequence, so each
-device's scratch memory shrinks to a size glibc reuses from call to call instead
-of page-faulting it in anew (`benchmarks/checkpointing.py` measures the time and
-the faults). Every other implementation runs on JAX's first device as its users
-would by default (the extra CPU devices do not change a one-device computation).
-
-`--retain-freed-memory` first calls `rnnjax.host_memory.retain_freed_memory()`, which
-makes glibc keep and reuse the memory each compiled call frees instead of returning
-it to the kernel and page-faulting it back in on the next call. It applies to the
-whole process, so every library in the comparison runs with it (the memory table's
-child processes run with glibc's defaults).
-
-`--huge-pages` restarts the script with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`
-(`rnnjax.host_memory.environment_with_huge_pages()`), so that glibc asks the kernel
-for transparent huge pages on every block it maps: each call faults its scratch
-memory in 2 MiB at a time instead of 4 KiB, and freed memory still goes back to the
-kernel. Again every library in the process (and the memory table's child processes,
-which inherit the environment) runs with it.
+any call, as rnnjax's own training keeps them. **..., checkpointed** are those two
+with gradient checkpointing as well, over chunks of `sqrt_chunk(T)` = round(sqrt(T))
+steps (`rnnjax.unroll(..., checkpoint_every=...)`). Every other implementation runs
+on JAX's first device as its users would by default.
 """
 
 import argparse
@@ -287,10 +260,9 @@ def implementations(cell_name, shape):
     import jax
 
     import rnnjax
-    from rnnjax.cells import preferred_fused
 
-    # The default (`fused=None`: the cell's preferred path) and the other path beside it.
-    other_fused = not preferred_fused(getattr(rnnjax, cell_name)(shape[-1]))
+    # The default (`fused=None`: the cell's `sequence`) and the reference path beside it.
+    other_fused = getattr(rnnjax, cell_name)(shape[-1]).sequence is None
     names = [
         fused_name if other_fused else reference for fused_name, reference in OTHER_PATH.values()
     ]
@@ -499,11 +471,8 @@ def versions() -> dict:
 
 
 def fused_by_default() -> list[str]:
-    """The cells whose default path (`fused=None`) is their fused kernel."""
-    import rnnjax
-    from rnnjax.cells import preferred_fused
-
-    return [name for name in GATES if preferred_fused(getattr(rnnjax, name)(1))]
+    """The cells whose default path (`fused=None`) is a fused kernel."""
+    return ["lstm", "rnn"]
 
 
 CELL_NAMES = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
@@ -518,10 +487,9 @@ def _cells_in_words(cells: list[str]) -> str:
 
 
 def default_paths(meta: dict) -> tuple[str, str]:
-    """In words, the cells whose default was the fused kernel and those whose default was
-    the reference path in the run of `meta`. Reports of the first runs with a
-    `default_path` predate `fused_by_default`, when only the LSTM's default was its kernel."""
-    fused = meta.get("fused_by_default", ["lstm"])
+    """In words, the cells whose default was a fused kernel and the others in the run of
+    `meta`."""
+    fused = meta.get("fused_by_default", ["lstm", "rnn"])
     order = ("lstm", "gru", "rnn")  # as the reports have always named them
     return (
         _cells_in_words([c for c in order if c in fused]),
@@ -626,30 +594,10 @@ def markdown(results: dict) -> str:
         f"{meta['rounds']} interleaved rounds after warm-up. A large float32 matmul runs "
         f"at {meta['matmul_peak_gflops']:.0f} GFLOP/s here."
         + (
-            f" rnnjax's default path is `{meta['default_path']}`: each cell's preferred path "
-            f"(`rnnjax.cells.preferred_fused`), the fused kernel for {default_paths(meta)[0]} "
-            f"and the reference path for {default_paths(meta)[1]}; the other path is timed "
-            "beside it."
+            f" rnnjax's default path is `{meta['default_path']}`: each cell's `Cell.sequence` "
+            f"(the fused kernel for {default_paths(meta)[0]}, a tuned scan for "
+            f"{default_paths(meta)[1]}); the reference path (`fused=False`) is timed beside it."
             if meta.get("default_path")
-            else ""
-        )
-        + (
-            " Run with `--retain-freed-memory`: glibc keeps and reuses freed memory "
-            "(`rnnjax.host_memory.retain_freed_memory()`), for every library in the process."
-            if meta.get("retained_freed_memory")
-            else ""
-        )
-        + (
-            " Run with `--huge-pages`: glibc asks for transparent huge pages on every block "
-            "it maps (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`), for every library in the "
-            "process."
-            if meta.get("huge_pages")
-            else ""
-        )
-        + (
-            " Run with `--huge-pages`, but this process could not use them (glibc older "
-            f"than 2.35, or transparent huge pages `{meta.get('transparent_huge_pages')}`)."
-            if meta.get("huge_pages") is False
             else ""
         ),
         "",
@@ -684,11 +632,8 @@ def markdown(results: dict) -> str:
         if any(n.endswith(", checkpointed") for n in names):
             note += ' "checkpointed": `checkpoint_every` = round(sqrt(T)) (T = 1000: 32).'
         if "rnnjax other path" in names:
-            fused, reference = default_paths(meta)
-            note += (
-                ' "other path": the one the default does not take, `fused=False` for '
-                f"{fused} and `fused=True` for {reference}."
-            )
+            note += ' "other path": the reference path, `fused=False`.'
+
         lines += ["", note]
     lines += per_peer_ratios(results)
     lines += fastest_path(results)
@@ -744,17 +689,6 @@ def main() -> int:
     parser.add_argument("--out", default=os.path.join("results", "speed"))
     parser.add_argument("--quick", action="store_true", help="small shapes, T up to 10,000")
     parser.add_argument("--rounds", type=int, default=None, help="timing rounds (default 5)")
-    allocator = parser.add_mutually_exclusive_group()
-    allocator.add_argument(
-        "--retain-freed-memory",
-        action="store_true",
-        help="keep freed memory in the process (glibc), for every library alike",
-    )
-    allocator.add_argument(
-        "--huge-pages",
-        action="store_true",
-        help="restart with glibc asking for transparent huge pages, for every library alike",
-    )
     parser.add_argument(
         "--report-only",
         action="store_true",
@@ -769,29 +703,17 @@ def main() -> int:
         write_text(os.path.join(args.out, "speed.md"), text)
         print(f"wrote {args.out}/speed.md")
         return 0
-    from rnnjax import host_memory
-
-    if args.huge_pages and not host_memory.huge_pages_requested():
-        # glibc reads its tunables only at start: run this script again with them.
-        environment = host_memory.environment_with_huge_pages()
-        os.execve(sys.executable, [sys.executable, *sys.argv], environment)
     import jax
 
     from rnnjax import parallel
 
     parallel.use_cpu_cores()  # before JAX's first computation
-    retained = None
-    if args.retain_freed_memory:
-        retained = host_memory.retain_freed_memory()
     shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
     rounds = args.rounds or (3 if args.quick else 5)
 
-    meta = {**versions(), "rounds": rounds, "quick": args.quick, "retained_freed_memory": retained}
+    meta = {**versions(), "rounds": rounds, "quick": args.quick}
     meta["default_path"] = DEFAULT_PATH
     meta["fused_by_default"] = fused_by_default()
-    if args.huge_pages:
-        meta["huge_pages"] = host_memory.huge_pages_active()
-        meta["transparent_huge_pages"] = host_memory.transparent_huge_pages_mode()
     meta["jax_cpu_devices"] = jax.local_device_count("cpu")
     results = {"meta": meta, "shapes": []}
     results["meta"]["matmul_peak_gflops"] = matmul_peak_gflops()

@@ -71,7 +71,7 @@ def leaf_names(tree: Any) -> list[str]:
     """
     paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
     names = [jax.tree_util.keystr(path, simple=True, separator=".") for path in paths]
-    return ["state" if not name else name for name in names]
+    return [name or "state" for name in names]
 
 
 def _state_norms(like: Any, total: Array, per_leaf: list[Array]) -> StateNorms:

@@ -284,8 +284,8 @@ def scan_step(
 
     The loop of the reference path of `rnnjax.unroll` (JAX differentiates it), of
     `scan_sequence`, and of a kernel's values when it takes them from a step
-    (`kernel_sequence(..., values_step=...)`); `batch_major` as in `scan_outputs`. The state keeps its dtype from step to step, as `lax.scan`
-    requires of its carry.
+    (`kernel_sequence(..., values_step=...)`); `batch_major` as in `scan_outputs`. The
+    state keeps its dtype from step to step, as `lax.scan` requires of its carry.
     """
 
     def step_fn(carry: Any, x: Array, valid_t: Array | None) -> tuple[Any, Array]:

@@ -32,8 +32,8 @@ import numpy as np
 
 from rnnjax import _files, diagnostics, runs, train
 from rnnjax.cells import Cell, chrono_bias_init
-from rnnjax.zoo import gru, lstm, rnn
 from rnnjax.tasks import get_task
+from rnnjax.zoo import gru, lstm, rnn
 
 STUDY_TASKS = ("adding", "copy", "recall")
 

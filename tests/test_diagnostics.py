@@ -50,9 +50,9 @@ def explicit_norms(cell, params, xs):
 
     def log10_mean_norm(leaf_indices):
         squares = sum(
-            np.stack([np.asarray(jax.tree.leaves(g)[i]) ** 2 for g in per_step]).reshape(
-                steps, batch, -1
-            ).sum(axis=-1)
+            np.stack([np.asarray(jax.tree.leaves(g)[i]) ** 2 for g in per_step])
+            .reshape(steps, batch, -1)
+            .sum(axis=-1)
             for i in leaf_indices
         )
         with np.errstate(divide="ignore"):
@@ -142,7 +142,7 @@ def test_jacobian_norms_equal_explicit_jacobians(cell_name):
     params = random_params(cell, jax.random.key(0), 2)
     xs = random_inputs(jax.random.key(1), (2, 5, 2))
     got = jacobian_norms(cell, params, xs)
-    states, outputs = diagnostics._forward(cell, params, jnp.swapaxes(xs, 0, 1))
+    states, _ = diagnostics._forward(cell, params, jnp.swapaxes(xs, 0, 1))
     for t in range(5):
 
         def last_output(state, t=t):

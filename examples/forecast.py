@@ -1,7 +1,7 @@
 """Multi-step forecasting with RNN, LSTM and GRU: Mackey-Glass and a noisy seasonal series.
 
-    python benchmarks/forecast.py --quick                  # about 2 minutes on 2 CPU cores
-    python benchmarks/forecast.py --out benchmarks/results/forecast
+    python examples/forecast.py --quick                  # about 2 minutes on 2 CPU cores
+    python examples/forecast.py --out examples/results/forecast
 
 Each cell is trained teacher-forced (one-step-ahead prediction over windows of the
 training part of the series) and then forecasts closed-loop: from a context window
@@ -238,7 +238,7 @@ def main(argv=None) -> int:
         "series": {name: run_series(name, args) for name in args.series},
     }
     results["seconds"] = time.perf_counter() - started
-    command = "python benchmarks/forecast.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python examples/forecast.py " + " ".join(sys.argv[1:] if argv is None else argv)
     os.makedirs(args.out, exist_ok=True)
     _files.write_json(os.path.join(args.out, "forecast.json"), results)
     report = render_report(results, command)

@@ -1,8 +1,8 @@
 """Character-level language models with RNN, LSTM and GRU at equal parameter count.
 
-    python benchmarks/text.py --quick                      # about 2 minutes on 2 CPU cores
-    python benchmarks/text.py --out benchmarks/results/text
-    python benchmarks/text.py --text my_corpus.txt         # any text file
+    python examples/text.py --quick                      # about 2 minutes on 2 CPU cores
+    python examples/text.py --out examples/results/text
+    python examples/text.py --text my_corpus.txt         # any text file
 
 The default corpus exists offline on every machine: a slice of the Python standard
 library's own source (the running interpreter's `.py` files in sorted order; another
@@ -219,7 +219,7 @@ def main(argv=None) -> int:
             file=sys.stderr,
             flush=True,
         )
-    command = "python benchmarks/text.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python examples/text.py " + " ".join(sys.argv[1:] if argv is None else argv)
     os.makedirs(args.out, exist_ok=True)
     _files.write_json(os.path.join(args.out, "text.json"), results)
     report = render_report(results, command)
