@@ -1,6 +1,6 @@
 """Speed: rnnjax against Flax, Equinox and PyTorch on the CPU, side by side in one process.
 
-    python benchmarks/speed.py --out benchmarks/results/speed   # about 6 minutes on 2 cores
+    python benchmarks/speed.py --out benchmarks/results/speed   # about 15 minutes on 2 cores
     python benchmarks/speed.py --quick --out results/speed-quick
     python benchmarks/speed.py --report-only --out benchmarks/results/speed
 

@@ -118,6 +118,10 @@ def main(argv=None) -> int:
     parser.add_argument("--sample-chars", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    try:  # the figures need matplotlib: say so before any work, not after it
+        import matplotlib  # noqa: F401
+    except ImportError:
+        parser.exit(2, f'{parser.prog}: error: the figures need matplotlib: pip install "rnnjax[bench]"\n')
     args.chars = args.chars or (300_000 if args.quick else 2_000_000)
     args.steps = args.steps or (800 if args.quick else 5000)
     args.lstm_hidden = args.lstm_hidden or (128 if args.quick else 256)

@@ -13,6 +13,12 @@ Every array of the state is stored under its pytree path; PRNG keys as their raw
 `uint32` data; the configuration as UTF-8 JSON bytes under `__config__`. Files
 are written atomically (a temporary file in the same folder, then a rename), so
 a crash never leaves a half-written checkpoint in place of a good one.
+
+Every dtype rnnjax computes in round-trips: float32, float64, integers, booleans, PRNG
+keys and bfloat16. NumPy has no bfloat16 of its own, so `.npy` stores a bfloat16 array
+as raw 2-byte values (dtype `|V2`); `load` views them as bfloat16 again, and plain
+NumPy reads them as `f[name].view(ml_dtypes.bfloat16)` (`ml_dtypes` comes with JAX),
+or without it as float32: `(f[name].view(np.uint16).astype(np.uint32) << 16).view(np.float32)`.
 """
 
 from __future__ import annotations
@@ -106,12 +112,17 @@ def load(path: str | os.PathLike, template: Any) -> Any:
     for name, leaf in named:
         array = arrays[name]
         want = jax.random.key_data(leaf) if _is_key(leaf) else jnp.asarray(leaf)
+        if array.dtype.kind == "V" and array.dtype.itemsize == want.dtype.itemsize:
+            array = array.view(want.dtype)  # bfloat16 and other dtypes NumPy stores raw
         if array.shape != want.shape or array.dtype != want.dtype:
             raise CheckpointError(
                 f"checkpoint {path!r}: {name} should be {want.dtype}{list(want.shape)}, "
                 f"got {array.dtype}{list(array.shape)}"
             )
-        if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+        if jnp.issubdtype(array.dtype, jnp.floating):
+            # NumPy's isfinite knows its own floats; the others (bfloat16) fit in float32.
+            values = array if array.dtype.kind == "f" else array.astype(np.float32)
+        if jnp.issubdtype(array.dtype, jnp.floating) and not np.all(np.isfinite(values)):
             raise CheckpointError(f"checkpoint {path!r}: {name} holds NaN or infinite values")
         if _is_key(leaf):
             leaves.append(jax.random.wrap_key_data(array, impl=jax.random.key_impl(leaf)))

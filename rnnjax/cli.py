@@ -151,8 +151,8 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         "--fused",
         action=argparse.BooleanOptionalAction,
         default=suppress,
-        help="run the cells' fused kernels, or with --no-fused the reference path "
-        "(default: rnnjax chooses, the kernel for the LSTM and RNN; see the README)",
+        help="run the cells' fast paths (Cell.sequence), or with --no-fused the reference "
+        "path (default: the fast path where the cell has one)",
     )
 
 
@@ -284,10 +284,27 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return 0
 
 
+PLOTTING_EXTRA = 'pip install "rnnjax[bench]"'
+
+
+def _matplotlib_missing() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return True
+    return False
+
+
 def _bench_vanishing(
     parser: argparse.ArgumentParser, args: argparse.Namespace, command: str
 ) -> int:
-    results_path = os.path.join(args.out, "results.json")
+    if not args.no_plots and _matplotlib_missing():  # before any work, not after it
+        parser.exit(
+            2,
+            f"rnnjax bench vanishing: error: the figures need matplotlib: {PLOTTING_EXTRA} "
+            "(or pass --no-plots)\n",
+        )
+    results_path = vanishing.results_path(args.out)
     base = vanishing.QUICK if args.quick else vanishing.StudyConfig()
     stored: dict = {"meta": {}, "runs": []}
     if args.report_only:  # the stored study's settings, and the command that ran it
@@ -350,9 +367,8 @@ def _bench_vanishing(
 
 def _read_results(parser: argparse.ArgumentParser, path: str, flag: str) -> dict:
     try:
-        with open(path) as file:
-            return json.load(file)
-    except (OSError, json.JSONDecodeError) as error:
+        return vanishing.load_results(path)
+    except (OSError, ValueError) as error:
         parser.exit(2, f"rnnjax bench vanishing: error: {flag} cannot read {path}: {error}\n")
 
 

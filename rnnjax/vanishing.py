@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import gzip
+import json
 import os
 import platform
 import sys
@@ -345,6 +347,39 @@ def study_metadata(study: StudyConfig) -> dict:
     }
 
 
+RESULTS_FILE = "results.json"
+COMPRESSED_RESULTS_FILE = "results.json.gz"
+
+
+def results_path(folder: str) -> str:
+    """The study's results file in `folder`: `results.json`, or `results.json.gz` when only
+    that one exists (a committed study, stored compressed to stay small enough to clone).
+    A study resumed or merged there keeps writing the file it found."""
+    plain = os.path.join(folder, RESULTS_FILE)
+    compressed = os.path.join(folder, COMPRESSED_RESULTS_FILE)
+    if not os.path.exists(plain) and os.path.exists(compressed):
+        return compressed
+    return plain
+
+
+def load_results(path: str) -> dict:
+    """Reads a results file, gzip-compressed when its name ends in `.gz`.
+
+    Raises:
+      OSError: the file cannot be read. ValueError: it is not valid (compressed) JSON.
+    """
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as file:
+            return json.load(file)
+    except (EOFError, gzip.BadGzipFile) as error:
+        raise ValueError(f"{path} is not a complete gzip file: {error}") from None
+
+
 def save_results(path: str, results: dict) -> str:
-    """Writes `results.json` atomically."""
-    return _files.write_json(path, results)
+    """Writes the results atomically: indented JSON, or compact gzip-compressed JSON when
+    `path` ends in `.gz`."""
+    if not path.endswith(".gz"):
+        return _files.write_json(path, results)
+    payload = json.dumps(results, separators=(",", ":")).encode()
+    return _files.write_atomically(path, lambda f: f.write(gzip.compress(payload, mtime=0)))

@@ -5,6 +5,10 @@ float64 is enabled so that references can be compared to the last digits
 promotion raises, so a silent broadcasting bug fails here instead of
 producing a plausible wrong number.
 
+XLA compiles the suite's many small programs with most optimizations off: compilation,
+not running, is where a test's time goes, and the programs compute the same
+mathematics (the tolerances below hold either way).
+
 float32 matrix products run in true float32 on every backend: JAX's default
 lets recent NVIDIA GPUs compute them in TensorFloat-32 (10 mantissa bits),
 which is a different arithmetic from the one the float32-against-float64 tests
@@ -20,6 +24,7 @@ from helpers import CELL_NAMES
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_default_matmul_precision", "float32")
+jax.config.update("jax_disable_most_optimizations", True)
 
 
 @pytest.fixture(params=CELL_NAMES)

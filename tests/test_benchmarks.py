@@ -4,6 +4,8 @@ import importlib.util
 import json
 import pathlib
 
+import pytest
+
 BENCHMARKS = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"
 
 
@@ -14,6 +16,7 @@ def load(name):
     return module
 
 
+@pytest.mark.slow
 def test_speed_smoke():
     """Every installed implementation is timed on a tiny shape; the report has every table."""
     speed = load("speed")

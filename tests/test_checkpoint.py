@@ -35,6 +35,39 @@ def test_round_trip_with_config_and_key(tmp_path):
     assert checkpoint.load_config(path) == {"cell": "lstm", "hidden": 4}
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64, jnp.bfloat16])
+def test_every_dtype_round_trips(tmp_path, dtype):
+    """A train state in each compute dtype, with integer, boolean and key leaves beside it."""
+    cell = rnnjax.lstm(3)
+    params = cell.init(jax.random.key(0), 2, dtype)
+    state = train.init_state(params, train.make_optimizer("adam"), jax.random.key(1))
+    tree = {
+        "state": state,
+        "counts": jnp.arange(4, dtype=jnp.int64),
+        "mask": jnp.array([True, False]),
+        "keys": jax.random.split(jax.random.key(2), 3),
+    }
+    path = checkpoint.save(tmp_path / "c.npz", tree)
+    restored = checkpoint.load(path, tree)
+    for got, want in zip(jax.tree.leaves(restored), jax.tree.leaves(tree)):
+        if jnp.issubdtype(want.dtype, jax.dtypes.prng_key):
+            got, want = jax.random.key_data(got), jax.random.key_data(want)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    if dtype == jnp.bfloat16:  # plain NumPy reads the raw values, as the docs say
+        with np.load(path) as file:
+            raw = file["['state'].params.w_hh"]
+        as_float32 = (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+        np.testing.assert_array_equal(as_float32, np.asarray(params.w_hh, np.float32))
+
+
+def test_a_non_finite_bfloat16_array_is_refused(tmp_path):
+    tree = {"w": jnp.array([1.0, jnp.inf], jnp.bfloat16)}
+    path = checkpoint.save(tmp_path / "c.npz", tree)
+    with pytest.raises(checkpoint.CheckpointError, match="NaN or infinite"):
+        checkpoint.load(path, tree)
+
+
 def test_readable_with_plain_numpy(tmp_path):
     path = checkpoint.save(tmp_path / "c.npz", a_state(), {"task": "adding"})
     with np.load(path, allow_pickle=False) as file:

@@ -37,6 +37,7 @@ def run_python(page: pathlib.Path) -> str:
 PYTHON_PAGES = [p for p in PAGES if blocks(p, "python")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", PYTHON_PAGES, ids=[p.name for p in PYTHON_PAGES])
 def test_python_blocks_run(page):
     printed = run_python(page)
@@ -48,6 +49,7 @@ def test_python_blocks_run(page):
                 assert match.group(1).strip() in printed, (page.name, line)
 
 
+@pytest.mark.slow
 def test_the_seed_page_prints_the_notebooks_numbers():
     printed = run_python(ROOT / "docs" / "seed.md")
     assert "Predicted output: [[0.00190613]]" in printed

@@ -16,6 +16,7 @@ def load(name):
     return module
 
 
+@pytest.mark.slow
 def test_forecast_smoke(tmp_path, capsys):
     forecast = load("forecast")
     out = tmp_path / "forecast"
@@ -54,6 +55,7 @@ def test_forecast_smoke(tmp_path, capsys):
     capsys.readouterr()
 
 
+@pytest.mark.slow
 def test_text_smoke_on_a_given_file(tmp_path, capsys):
     text = load("text")
     corpus = tmp_path / "corpus.txt"

@@ -6,6 +6,7 @@ import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.test_util import check_grads
 
 import rnnjax
 from rnnjax import fused
@@ -65,8 +66,7 @@ def test_builtin_cells_carry_their_fast_path_and_the_equations_none():
         rnnjax.unroll(custom, params, jnp.ones((1, 4, 2)), fused=True)
 
 
-@pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("with_lengths", [False, True])
+@pytest.mark.parametrize(("reverse", "with_lengths"), [(False, False), (True, True)])
 def test_fused_equals_reference_outputs_and_gradients(cell_name, reverse, with_lengths):
     cell, params, xs, state = setup(cell_name)
     lengths = jnp.array([T, 2, 6]) if with_lengths else None
@@ -76,8 +76,8 @@ def test_fused_equals_reference_outputs_and_gradients(cell_name, reverse, with_l
     assert_trees_close(got, want)
 
 
-@pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("with_lengths", [False, True])
+@pytest.mark.parametrize(("reverse", "with_lengths"), [(False, True), (True, False)])
+@pytest.mark.parametrize("cell_name", KERNELS)
 def test_fused_equals_reference_with_inputs_projected_before_the_loop(
     cell_name, reverse, with_lengths
 ):
@@ -169,8 +169,8 @@ def test_fused_time_major_and_unbatched(cell_name):
     assert_trees_close(unbatched, want)
 
 
-@pytest.mark.parametrize("chunk", [4, 2 * T])
-@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize(("chunk", "reverse"), [(4, True), (2 * T, False)])
+@pytest.mark.parametrize("cell_name", ["lstm", "gru"])  # a kernel and a scan
 def test_checkpointing_changes_nothing(cell_name, chunk, reverse):
     """Two whole chunks and a leftover step (4), and a chunk longer than T, on both paths."""
     cell, params, xs, state = setup(cell_name)
@@ -236,7 +236,7 @@ def test_sequence_model_passes_fused_and_checkpointing_to_every_layer():
 
     xs = random_inputs(jax.random.key(3), (B, T, I))
     lengths = jnp.array([T, 4, 7])
-    for cell in (rnnjax.lstm(H), rnnjax.gru(H)):
+    for cell in (rnnjax.lstm(H),):
         plain = sequence_model(
             cell, output_size=2, num_layers=2, bidirectional_layers=True, fused=False
         )
@@ -267,7 +267,7 @@ def test_train_config_checks_checkpoint_every():
         TrainConfig(checkpoint_every=-1)
 
 
-@pytest.mark.parametrize("with_lengths", [False, True])
+@pytest.mark.parametrize("with_lengths", [True])
 def test_fused_forward_mode_equals_reference(cell_name, with_lengths):
     """`jax.jvp` through the fused path: every input's tangent at once."""
     cell, params, xs, state = setup(cell_name)
@@ -285,6 +285,7 @@ def test_fused_forward_mode_equals_reference(cell_name, with_lengths):
     assert_trees_close(run(True), run(False))
 
 
+@pytest.mark.parametrize("cell_name", ["lstm", "gru", "gru-kernel"])
 def test_fused_second_derivatives_equal_reference(cell_name):
     """Forward over reverse (a Hessian-vector product) and reverse over reverse."""
     cell, params, xs, state = setup(cell_name)
@@ -341,8 +342,7 @@ def test_fused_inference_writes_outputs_in_their_layout(cell_name, time_major):
     assert updates == (not time_major)
 
 
-@pytest.mark.parametrize("time_major", [False, True])
-@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize(("time_major", "reverse"), [(False, True), (True, False)])
 def test_fused_inference_equals_reference(cell_name, time_major, reverse):
     """Values without differentiation, either direction, padded, both layouts."""
     cell = make_cell(cell_name, H)
@@ -381,3 +381,63 @@ def test_gru_tuned_step_equals_the_equations(input_size):
         jax.grad(loss(fused.gru_tuned_step), (0, 1, 2))(*args),
         jax.grad(loss(cell.step), (0, 1, 2))(*args),
     )
+
+
+@pytest.mark.parametrize("h_shape", [(2, 4, 3)])
+def test_recurrent_product_equals_the_plain_matmul_with_its_derivatives(h_shape):
+    h = random_inputs(jax.random.key(0), h_shape)
+    w = random_inputs(jax.random.key(1), (3, 5))
+    d_h, d_w = random_inputs(jax.random.key(2), h_shape), random_inputs(jax.random.key(3), (3, 5))
+
+    def loss_of(product):
+        return lambda h, w: jnp.sum(jnp.sin(product(h, w)))
+
+    ours, plain = loss_of(fused.recurrent_product), loss_of(jnp.matmul)
+    np.testing.assert_array_equal(fused.recurrent_product(h, w), h @ w)
+    for argnums in (0, 1, (0, 1)):
+        got, want = jax.grad(ours, argnums)(h, w), jax.grad(plain, argnums)(h, w)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-14), got, want)
+    # Forward mode with either tangent zero, and second derivatives.
+    for tangents in ((d_h, d_w), (d_h, jnp.zeros_like(w)), (jnp.zeros_like(h), d_w)):
+        got = jax.jvp(ours, (h, w), tangents)[1]
+        np.testing.assert_allclose(got, jax.jvp(plain, (h, w), tangents)[1], rtol=1e-14)
+    np.testing.assert_allclose(jax.hessian(ours)(h, w), jax.hessian(plain)(h, w), atol=1e-14)
+    check_grads(ours, (h, w), order=2, modes=("fwd", "rev"))
+
+
+def test_backward_pass_of_a_cell_multiplies_by_w_hh_transposed_as_it_is():
+    # In the reverse scan, d_h = d_gates @ w_hh.T contracts d_gates' last axis with
+    # the FIRST axis of a transposed copy made before the loop: a plain matmul.
+    cell = make_cell("lstm", 4)
+    params = random_params(cell, jax.random.key(0), 3)
+    xs = random_inputs(jax.random.key(1), (2, 5, 3))
+
+    def loss(params):
+        return jnp.sum(rnnjax.unroll(cell, params, xs)[0] ** 2)
+
+    reverse_scans = []
+
+    def visit(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "scan" and eqn.params["reverse"]:
+                reverse_scans.append(eqn.params["jaxpr"].jaxpr)
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                visit(sub)
+
+    def dots_with_w_hh_shape(jaxpr):
+        found = []
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "dot_general":
+                (contract_lhs, contract_rhs), _ = eqn.params["dimension_numbers"]
+                shapes = [v.aval.shape for v in eqn.invars]
+                found.append((shapes, tuple(contract_lhs), tuple(contract_rhs)))
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                found += dots_with_w_hh_shape(sub)
+        return found
+
+    visit(jax.make_jaxpr(jax.grad(loss))(params).jaxpr)
+    assert len(reverse_scans) == 1
+    dots = dots_with_w_hh_shape(reverse_scans[0])
+    # d_gates (2, 16) times the transposed copy (16, 4), contracting its axis 0.
+    assert (([(2, 16), (16, 4)]), (1,), (0,)) in dots
+    assert not any(shapes[1] == (4, 16) and rhs == (1,) for shapes, _, rhs in dots)

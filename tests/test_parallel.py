@@ -32,6 +32,7 @@ def report():
     return json.loads(result.stdout)
 
 
+@pytest.mark.slow
 def test_four_devices_train_like_one(report):
     """Same loss curve and parameters; the only difference is float32 reduction order."""
     assert report["device_count"] == 4
@@ -41,6 +42,7 @@ def test_four_devices_train_like_one(report):
     np.testing.assert_allclose(report["fixed_four"], report["fixed_one"], rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_batch_is_sharded_and_state_replicated(report):
     assert "P('batch',)" in report["batch_sharding"]
     assert report["batch_devices"] == 4
@@ -48,6 +50,7 @@ def test_batch_is_sharded_and_state_replicated(report):
     assert "P()" in report["param_sharding_4"] and "'batch': 4" in report["param_sharding_4"]
 
 
+@pytest.mark.slow
 def test_unroll_under_a_mesh_splits_the_batch_and_equals_one_device(report):
     """Outputs and gradients (parameters and inputs) agree in float64 for every cell and
     option, in Hessian-vector products, eagerly, under vmap and for a model with
@@ -66,6 +69,7 @@ def test_unroll_under_a_mesh_splits_the_batch_and_equals_one_device(report):
     assert not split["uneven_split"]
 
 
+@pytest.mark.slow
 def test_bad_device_counts_and_batches_are_refused(report):
     assert "devices must be between 1 and the 4 device(s) present" in report["errors"]["too_many"]
     assert (
@@ -102,6 +106,7 @@ print(json.dumps({"count": count, "devices": devices, "again": again, "late": la
 """
 
 
+@pytest.mark.slow
 def test_use_cpu_cores_sets_the_device_count_once():
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
@@ -120,12 +125,16 @@ def test_use_cpu_cores_sets_the_device_count_once():
 CLI_ON_TWO_CORES = """
 import sys
 from rnnjax.cli import main
+
+# One worker runs this module, so that its subprocess fixture runs once.
+pytestmark = pytest.mark.xdist_group("parallel")
 sys.exit(main(["train", "--task", "adding", "--length", "8", "--hidden", "8", "--steps", "6",
                "--batch-size", "8", "--test-size", "16", "--eval-every", "3",
                "--devices", "2", "--out", sys.argv[1], "--no-progress"]))
 """
 
 
+@pytest.mark.slow
 def test_cli_devices_on_a_cpu_splits_over_cores(tmp_path):
     """`rnnjax train --devices 2` on a CPU gives JAX two CPU devices and trains on both."""
     env = dict(os.environ, JAX_PLATFORMS="cpu")
@@ -143,6 +152,7 @@ def test_cli_devices_on_a_cpu_splits_over_cores(tmp_path):
     assert np.isfinite(metrics["final_test_loss"])
 
 
+@pytest.mark.slow
 def test_cli_devices_after_jax_started_is_a_one_line_error(tmp_path, capsys):
     import jax.numpy as jnp
 

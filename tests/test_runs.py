@@ -23,6 +23,7 @@ TINY = dict(
 )
 
 
+@pytest.mark.slow
 def test_resume_continues_bit_for_bit(tmp_path):
     straight = train(TrainConfig(**TINY), str(tmp_path / "straight"), progress=False)
     half = TrainConfig(**{**TINY, "steps": 20})
@@ -44,6 +45,7 @@ def test_resume_refuses_a_changed_configuration(tmp_path):
         train(TrainConfig(**{**TINY, "hidden": 16}), str(tmp_path), resume=True)
 
 
+@pytest.mark.slow
 def test_fixed_training_set_and_classification_metrics(tmp_path):
     config = TrainConfig(**{**TINY, "task": "copy", "length": 5, "train_size": 32, "cell": "lstm"})
     metrics = train(config, str(tmp_path), progress=False)
@@ -79,6 +81,7 @@ def test_cli_fused_flag_reaches_the_config(flag, want):
     assert TrainConfig(**given).fused is want
 
 
+@pytest.mark.slow
 def test_cli_train_writes_checkpoint_and_metrics(tmp_path, capsys):
     out = tmp_path / "run"
     code = main(

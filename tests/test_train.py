@@ -26,6 +26,7 @@ def small_setup(cell=None, steps_task="adding", length=20, batch_size=16):
     return task, model, optimizer, batches, step, state
 
 
+@pytest.mark.slow
 def test_training_beats_the_adding_baseline():
     task, model, _, batches, step, state = small_setup()
     evaluate = train.make_evaluate(model, task, task.generate(jax.random.key(7), 500, 20))

@@ -1,6 +1,7 @@
 """The vanishing-gradient study: criteria, a tiny end-to-end run, every output file."""
 
 import json
+import sys
 
 import pytest
 
@@ -25,6 +26,7 @@ def test_quick_mode_settings():
     assert set(full.tasks) == {"adding", "copy", "recall"}
 
 
+@pytest.mark.slow
 def test_tiny_study_writes_every_output_and_resumes(tmp_path, capsys):
     out = tmp_path / "study"
     argv = [
@@ -119,6 +121,27 @@ def test_bad_options_exit_2(extra, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_without_matplotlib_the_study_stops_before_any_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "vanishing", "--quick", "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and 'pip install "rnnjax[bench]"' in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_compressed_results_file_is_read_and_kept(tmp_path):
+    results = {"meta": {"study": {}}, "runs": [{"task": "adding", "seed": 0}]}
+    path = vanishing.save_results(str(tmp_path / vanishing.COMPRESSED_RESULTS_FILE), results)
+    assert vanishing.results_path(str(tmp_path)) == path
+    assert vanishing.load_results(path) == results
+    (tmp_path / vanishing.COMPRESSED_RESULTS_FILE).write_bytes(b"\x1f\x8b broken")
+    with pytest.raises((ValueError, OSError)):
+        vanishing.load_results(path)
+
+
+@pytest.mark.slow
 def test_merge_adds_runs_made_elsewhere(tmp_path, capsys):
     """Two seeds run as two processes, then merged into one study."""
 
