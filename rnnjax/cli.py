@@ -6,18 +6,19 @@ Bad options end with one line on stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
 
-from rnnjax import _files, checkpoint, parallel, report, vanishing
+from rnnjax import __version__, _files, checkpoint, parallel, report, vanishing
 from rnnjax.checkpoint import CheckpointError
-from rnnjax.runs import CELLS, CHECKPOINT_FILE, SCHEDULES, TrainConfig, train
-from rnnjax.tasks import TASKS
-from rnnjax.train import OPTIMIZERS, NonFiniteError
+from rnnjax.runs import CHECKPOINT_FILE, CHOICES, TrainConfig, train
+from rnnjax.train import NonFiniteError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,113 +48,58 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _field_help(cls: type) -> dict[str, str]:
+    """Each field's text from the `Attributes:` section of `cls`'s docstring (an entry
+    may name several fields, `a, b: text`)."""
+    helps: dict[str, str] = {}
+    names: list[str] = []
+    section = (cls.__doc__ or "").split("Attributes:", 1)[-1]
+    for line in section.splitlines():
+        entry = re.match(r"^ {6}([a-z0-9_, ]+): (.*)$", line)
+        if entry:
+            names = [name.strip() for name in entry.group(1).split(",")]
+            for name in names:
+                helps[name] = entry.group(2)
+        elif line.startswith(" " * 8) and names:
+            for name in names:
+                helps[name] += " " + line.strip()
+    return helps
+
+
+def _float_or_none(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def _devices(text: str) -> int | str:
+    return text if text == "auto" else _positive_int(text)
+
+
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
-    defaults = TrainConfig()
-    option = parser.add_argument
-    suppress = argparse.SUPPRESS  # only options given on the command line reach the config
-    option("--task", choices=sorted(TASKS), default=suppress, help=f"default {defaults.task}")
-    option("--cell", choices=CELLS, default=suppress, help=f"default {defaults.cell}")
-    option(
-        "--length",
-        type=_positive_int,
-        default=suppress,
-        help=f"sequence length T (default {defaults.length})",
-    )
-    option(
-        "--hidden",
-        type=_positive_int,
-        default=suppress,
-        help=f"hidden units (default {defaults.hidden})",
-    )
-    option(
-        "--layers",
-        type=_positive_int,
-        default=suppress,
-        help=f"recurrent layers (default {defaults.layers})",
-    )
-    option("--bidirectional", action="store_true", default=suppress, help="bidirectional layers")
-    option(
-        "--steps",
-        type=_positive_int,
-        default=suppress,
-        help=f"training steps (default {defaults.steps})",
-    )
-    option(
-        "--batch-size", type=_positive_int, default=suppress, help=f"default {defaults.batch_size}"
-    )
-    option(
-        "--optimizer", choices=OPTIMIZERS, default=suppress, help=f"default {defaults.optimizer}"
-    )
-    option(
-        "--lr",
-        type=_non_negative_float,
-        default=suppress,
-        help=f"learning rate (default {defaults.lr})",
-    )
-    option(
-        "--schedule",
-        choices=SCHEDULES,
-        default=suppress,
-        help="learning-rate schedule (default constant)",
-    )
-    option(
-        "--clip",
-        type=_non_negative_float,
-        default=suppress,
-        help=f"gradient clipping by global norm, 0 = off (default {defaults.clip})",
-    )
-    option(
-        "--weight-decay",
-        type=_non_negative_float,
-        default=suppress,
-        help="weight decay of the weight matrices (default 0)",
-    )
-    option("--l2", type=_non_negative_float, default=suppress, help="L2 penalty weight (default 0)")
-    option(
-        "--dropout",
-        type=_non_negative_float,
-        default=suppress,
-        help="dropout between layers (default 0)",
-    )
-    option("--forget-bias", type=float, default=suppress, help="LSTM forget-gate bias (default 1)")
-    option(
-        "--train-size",
-        type=int,
-        default=suppress,
-        help="fixed training set size; 0 = fresh batches every step (default)",
-    )
-    option(
-        "--test-size", type=_positive_int, default=suppress, help=f"default {defaults.test_size}"
-    )
-    option(
-        "--eval-every", type=_positive_int, default=suppress, help=f"default {defaults.eval_every}"
-    )
-    option(
-        "--target-loss",
-        type=_non_negative_float,
-        default=suppress,
-        help="stop once the test loss reaches this",
-    )
-    option("--seed", type=int, default=suppress, help="default 0")
-    option(
-        "--devices",
-        type=_positive_int,
-        default=suppress,
-        help="split each batch over this many devices, on a CPU over this many cores (default 1)",
-    )
-    option(
-        "--checkpoint-every",
-        type=int,
-        default=suppress,
-        help="gradient checkpointing over chunks of this many steps; 0 = off (default)",
-    )
-    option(
-        "--fused",
-        action=argparse.BooleanOptionalAction,
-        default=suppress,
-        help="run the cells' fast paths (Cell.sequence), or with --no-fused the reference "
-        "path (default: the fast path where the cell has one)",
-    )
+    """One flag per `TrainConfig` field, generated, so that none can drift: `--name` (with
+    `-` for `_`), its type and choices from the field, its help from the docstring. Only
+    the flags given reach the configuration (argparse's SUPPRESS default)."""
+    helps = _field_help(TrainConfig)
+    types = {"int": int, "float": float, "str": str, "float | None": _float_or_none}
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        text = helps.get(field.name, field.name).replace("%", "%%")
+        default = "auto" if field.name == "devices" else field.default
+        if default is not None and default is not False and default != "":
+            text += f" (default {default})"
+        options: dict = {"default": argparse.SUPPRESS, "help": text}
+        if field.name == "devices":
+            options["type"] = _devices
+            options["metavar"] = "{auto,N}"
+        elif field.type in ("bool", "bool | None"):
+            options["action"] = argparse.BooleanOptionalAction
+        elif field.name in CHOICES:
+            options["choices"] = [c for c in CHOICES[field.name] if c]
+        else:
+            options["type"] = types[field.type]
+        parser.add_argument(flag, **options)
 
 
 def _name_list(choices: Sequence[str]):
@@ -227,17 +173,31 @@ def _add_vanishing_options(parser: argparse.ArgumentParser) -> None:
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rnnjax", description="Train and study recurrent networks in JAX.")
+    parser.add_argument("--version", action="version", version=f"rnnjax {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
     train_parser = commands.add_parser(
         "train",
         help="train a model on a long-range task",
-        description="Train a cell on a task; writes DIR/checkpoint.npz and DIR/metrics.json.",
+        description="Train a cell on a task or on a data set of your own (--data FILE.npz); "
+        "writes DIR/checkpoint.npz, DIR/metrics.jsonl as training goes and DIR/metrics.json "
+        "at the end.",
     )
     _add_train_options(train_parser)
     train_parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    train_parser.add_argument("--resume", action="store_true", help="continue the run saved in DIR")
-    train_parser.add_argument("--no-progress", action="store_true", help="no progress line")
+    existing = train_parser.add_mutually_exclusive_group()
+    existing.add_argument("--resume", action="store_true", help="continue the run saved in DIR")
+    existing.add_argument(
+        "--overwrite", action="store_true", help="start afresh in a DIR that holds a run"
+    )
+    train_parser.add_argument("--no-progress", action="store_true", help="no progress output")
+    plot_parser = commands.add_parser(
+        "plot",
+        help="draw a run's learning curves",
+        description="Draw the learning curves of the run in DIR (from DIR/metrics.jsonl) to "
+        "DIR/learning_curves.png and .svg.",
+    )
+    plot_parser.add_argument("run_dir", metavar="DIR", help="the --out folder of rnnjax train")
     bench_parser = commands.add_parser("bench", help="run a benchmark")
     benches = bench_parser.add_subparsers(dest="bench", metavar="BENCHMARK", parser_class=_Parser)
     benches.required = True
@@ -260,27 +220,92 @@ def _use_cpu_cores(parser: argparse.ArgumentParser, count: int) -> None:
         parser.exit(2, f"rnnjax train: error: {error}\n")
 
 
+def _auto_devices(batch_size: int) -> int:
+    """Every device JAX has (on a CPU, one per core): the most that divide the batch. In a
+    process where JAX has already started (a notebook), the devices it started with."""
+    with contextlib.suppress(RuntimeError):  # JAX started already: keep its devices
+        parallel.use_cpu_cores()  # before JAX starts; on an accelerator its devices come first
+    import jax
+
+    count = len(jax.devices())
+    return max(d for d in range(1, count + 1) if batch_size % d == 0)
+
+
+def _check_out(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """`--out` must be a folder we can write, and empty unless resuming or overwriting."""
+    out = args.out
+    if os.path.exists(out) and not os.path.isdir(out):
+        parser.exit(2, f"rnnjax train: error: --out {out} is a file, not a folder\n")
+    if args.resume:
+        return
+    if os.path.isdir(out) and os.listdir(out) and not args.overwrite:
+        parser.exit(
+            2,
+            f"rnnjax train: error: --out {out} is not empty: pass --resume to continue the "
+            "run there or --overwrite to start afresh\n",
+        )
+
+
+def _make_out(parser: argparse.ArgumentParser, out: str) -> None:
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as error:
+        parser.exit(2, f"rnnjax train: error: cannot create --out {out}: {error.strerror}\n")
+    if not os.access(out, os.W_OK | os.X_OK):
+        parser.exit(2, f"rnnjax train: error: --out {out} is not writable\n")
+
+
 def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    _check_out(parser, args)
     given = {
-        k: v for k, v in vars(args).items() if k not in ("command", "out", "resume", "no_progress")
+        k: v
+        for k, v in vars(args).items()
+        if k not in ("command", "out", "resume", "overwrite", "no_progress")
     }
     try:
         if args.resume:
             saved = checkpoint.load_config(os.path.join(args.out, CHECKPOINT_FILE))
+            if given.get("devices") == "auto":
+                given.pop("devices")
             config = TrainConfig.from_dict({**saved, **given})
         else:
-            config = TrainConfig(**given)
+            devices = given.pop("devices", "auto")
+            config = TrainConfig(**given)  # every other option checked before JAX starts
+            if devices == "auto":
+                devices = _auto_devices(config.batch_size)
+            config = dataclasses.replace(config, devices=devices)
         if config.devices > 1:
             _use_cpu_cores(parser, config.devices)
+        _make_out(parser, args.out)
         metrics = train(
             config, args.out, resume=args.resume, progress=False if args.no_progress else None
         )
     except (ValueError, CheckpointError) as error:
         parser.exit(2, f"rnnjax train: error: {error}\n")
+    except OSError as error:  # a full disk, a folder made read-only while training
+        where = error.filename or args.out
+        parser.exit(
+            2,
+            f"rnnjax train: error: cannot write {where}: {error.strerror or error}; the last "
+            "good checkpoint is intact\n",
+        )
     except NonFiniteError as error:
         parser.exit(1, f"rnnjax train: stopped: {error}\n")
     summary = {k: metrics[k] for k in ("final_test_loss", "baseline_loss", "steps", "seconds")}
     print(json.dumps(summary))
+    return 0
+
+
+def _plot(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if _matplotlib_missing():
+        parser.exit(2, f"rnnjax plot: error: the figures need matplotlib: {PLOTTING_EXTRA}\n")
+    from rnnjax import plots
+
+    try:
+        written = plots.write_run_figures(args.run_dir)
+    except (OSError, ValueError) as error:
+        parser.exit(2, f"rnnjax plot: error: {error}\n")
+    print("wrote " + ", ".join(written))
     return 0
 
 
@@ -424,6 +449,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "train":
         return _train(parser, args)
+    if args.command == "plot":
+        return _plot(parser, args)
     if args.command == "bench" and args.bench == "vanishing":
         return _bench_vanishing(parser, args, command="rnnjax " + " ".join(argv))
     parser.error(f"unknown command {args.command!r}")

@@ -1,15 +1,20 @@
-"""Figures of the vanishing-gradient study, drawn with matplotlib from its results dict.
+"""Figures, drawn with matplotlib: the vanishing-gradient study's, and one's own.
 
-Nothing in the core library imports this module; it needs the `bench` extra
-(`pip install "rnnjax[bench]"`, which brings matplotlib). Every figure is a PNG
-with a title, labelled axes (units included) and a legend, written atomically.
+The study's figures come from its results dict (`write_figures`); a training run's
+learning curves from its `metrics.jsonl` (`write_run_figures`, the `rnnjax plot`
+command); per-step gradient norms of any cell on any batch from the diagnostics
+(`gradient_norms_figure`). Nothing in the core library imports this module; it needs
+the `bench` extra (`pip install "rnnjax[bench]"`, which brings matplotlib). Every
+figure is written atomically.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import matplotlib
 
@@ -266,3 +271,154 @@ FIGURES = {
 def write_figures(results: dict, out_dir: str, names: Sequence[str] = tuple(FIGURES)) -> list[str]:
     """Draws the study's figures into `out_dir`; returns the paths written."""
     return [FIGURES[name](results, os.path.join(out_dir, name)) for name in names]
+
+
+# -- figures of one's own work -------------------------------------------------------------
+
+
+def read_metrics_stream(run_dir: str) -> list[dict]:
+    """The records of `run_dir/metrics.jsonl` (`rnnjax.runs.train` streams them), in order.
+
+    Raises:
+      OSError: there is no `metrics.jsonl` in `run_dir`. ValueError: it holds no record.
+    """
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.isfile(path):
+        raise OSError(f"{path} does not exist: is {run_dir} the --out folder of rnnjax train?")
+    records = []
+    with open(path) as file:
+        for line in file:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut short by a kill
+                continue
+    if not records:
+        raise ValueError(f"{path} holds no record yet")
+    return records
+
+
+def run_figure(records: list[dict], path: str, title: str = "") -> list[str]:
+    """Learning curves of one run: the training loss (mean of each logged interval) and
+    the evaluation loss against the step, log-scaled, and the evaluation accuracy beside
+    them when there is one. Writes `path` (PNG) and the same figure as SVG beside it."""
+    train = [r for r in records if r.get("kind") == "train"]
+    evals = [r for r in records if r.get("kind") == "eval"]
+    with_accuracy = any("accuracy" in r for r in evals)
+    figure, axes = plt.subplots(
+        1,
+        2 if with_accuracy else 1,
+        figsize=(11 if with_accuracy else 6.5, 4.2),
+        squeeze=False,
+        layout="constrained",
+    )
+    loss_axis = axes[0][0]
+    loss_axis.plot(
+        [r["step"] for r in train],
+        [r["loss"] for r in train],
+        color="#0072B2",
+        linewidth=1.2,
+        label="training loss (interval mean)",
+    )
+    loss_axis.plot(
+        [r["step"] for r in evals],
+        [r["loss"] for r in evals],
+        color="#D55E00",
+        linestyle="--",
+        marker="o",
+        markersize=3,
+        label="evaluation loss",
+    )
+    loss_axis.set_yscale("log")
+    loss_axis.set_xlabel("training step")
+    loss_axis.set_ylabel("loss (log scale)")
+    loss_axis.legend(frameon=False)
+    loss_axis.grid(alpha=0.3)
+    if with_accuracy:
+        accuracy_axis = axes[0][1]
+        points = [(r["step"], r["accuracy"]) for r in evals if "accuracy" in r]
+        accuracy_axis.plot(
+            *zip(*points), color="#009E73", marker="o", markersize=3, label="evaluation accuracy"
+        )
+        accuracy_axis.set_ylim(0, 1)
+        accuracy_axis.set_xlabel("training step")
+        accuracy_axis.set_ylabel("accuracy")
+        accuracy_axis.legend(frameon=False)
+        accuracy_axis.grid(alpha=0.3)
+    if title:
+        figure.suptitle(title, fontsize=11)
+    return _save_both(figure, path)
+
+
+def _save_both(figure: plt.Figure, path: str) -> list[str]:
+    """`figure` as PNG at `path` and as SVG beside it, atomically."""
+    vector = io.BytesIO()
+    figure.savefig(vector, format="svg", bbox_inches="tight")
+    svg_path = os.path.splitext(path)[0] + ".svg"
+    _files.write_atomically(svg_path, lambda file: file.write(vector.getvalue()))
+    return [_save(figure, path), svg_path]
+
+
+def write_run_figures(run_dir: str) -> list[str]:
+    """`rnnjax plot RUN_DIR`: the learning curves of a training run, from its
+    `metrics.jsonl`, to `RUN_DIR/learning_curves.png` and `.svg`."""
+    records = read_metrics_stream(run_dir)
+    return run_figure(
+        records,
+        os.path.join(run_dir, "learning_curves.png"),
+        os.path.basename(os.path.normpath(run_dir)),
+    )
+
+
+def gradient_norms_figure(
+    cell: Any, params: Any, xs: Any, head: Any, path: str, title: str = ""
+) -> list[str]:
+    """Per-step gradient norms of any cell on a batch: `log10 ||dL/ds_t||` against `t`,
+    over the whole state and for each state leaf (`rnnjax.diagnostics.state_gradient_norms`,
+    in log space, so nothing underflows). Writes `path` (PNG) and an SVG beside it.
+
+    Args:
+      cell: any `rnnjax.Cell`.
+      params: its parameters.
+      xs: inputs `(B, T, I)`.
+      head: `head(hs) -> (B,)`, each sequence's loss from the outputs `(B, T, H)`.
+      path: where the PNG goes.
+      title: a title for the figure.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, rnnjax, tempfile, os
+      >>> from rnnjax import plots
+      >>> cell = rnnjax.lstm(8)
+      >>> params = cell.init(jax.random.key(0), 1)
+      >>> xs = jax.random.normal(jax.random.key(1), (4, 200, 1))
+      >>> folder = tempfile.mkdtemp()
+      >>> head = lambda hs: jnp.sum(hs[:, -1], axis=-1)
+      >>> path = os.path.join(folder, "g.png")
+      >>> written = plots.gradient_norms_figure(cell, params, xs, head, path)
+      >>> [os.path.basename(p) for p in written]
+      ['g.png', 'g.svg']
+    """
+    from rnnjax.diagnostics import state_gradient_norms
+
+    norms = state_gradient_norms(cell, params, xs, head)
+    steps = np.arange(len(norms.state))
+    figure, axis = plt.subplots(figsize=(7, 4.2), layout="constrained")
+    axis.plot(steps, np.asarray(norms.state), color="black", linewidth=2, label="whole state")
+    styles = ["--", ":", "-."]
+    palette = ["#0072B2", "#D55E00", "#009E73", "#CC79A7"]
+    if len(norms.leaves) > 1:
+        for index, (name, values) in enumerate(norms.leaves.items()):
+            axis.plot(
+                steps,
+                np.asarray(values),
+                color=palette[index % len(palette)],
+                linestyle=styles[index % len(styles)],
+                linewidth=1.3,
+                label=name,
+            )
+    axis.set_xlabel("time step t (the state step t + 1 reads)")
+    axis.set_ylabel("log10 ||dL/ds_t||")
+    axis.grid(alpha=0.3)
+    axis.legend(frameon=False)
+    if title:
+        axis.set_title(title, fontsize=11)
+    return _save_both(figure, path)

@@ -16,7 +16,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -24,7 +24,7 @@ import optax
 
 from rnnjax import _files, checkpoint, parallel, zoo
 from rnnjax.models import Model, sequence_model
-from rnnjax.tasks import TASKS, Task, TaskData, get_task
+from rnnjax.tasks import TASKS, Task, TaskData, get_task, load_data, split_data
 from rnnjax.train import (
     OPTIMIZERS,
     Batches,
@@ -41,8 +41,18 @@ from rnnjax.train import (
 
 CELLS = tuple(zoo.CELLS)
 SCHEDULES = ("constant", "cosine")
+LOSSES = ("", "mse", "cross_entropy")
+# The allowed values of TrainConfig's fields that take a name (the CLI's choices too).
+CHOICES: dict[str, Sequence[str]] = {
+    "task": sorted(TASKS),
+    "cell": CELLS,
+    "optimizer": OPTIMIZERS,
+    "schedule": SCHEDULES,
+    "loss": LOSSES,
+}
 CHECKPOINT_FILE = "checkpoint.npz"
 METRICS_FILE = "metrics.json"
+METRICS_STREAM = "metrics.jsonl"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +61,7 @@ class TrainConfig:
 
     Attributes:
       task: one of `rnnjax.tasks.TASKS`: seed, recall, adding, copy, order.
-      cell: rnn, lstm or gru.
+      cell: a name in `rnnjax.CELLS`: rnn, lstm or gru.
       length: the task's sequence length `T`.
       hidden: hidden units per layer.
       layers: recurrent layers.
@@ -64,13 +74,16 @@ class TrainConfig:
       clip: gradient clipping by global norm (0 turns it off).
       weight_decay: weight decay of the weight matrices.
       l2: L2 penalty weight added to the loss.
-      dropout: dropout between layers; input_dropout, state_dropout: variational.
+      dropout: dropout between layers.
+      input_dropout: variational dropout of each layer's inputs (Gal & Ghahramani 2016).
+      state_dropout: variational dropout of the recurrent state.
       forget_bias: the LSTM's initial forget-gate bias.
       seed: seeds the initialisation, the batches, dropout and the test set.
       train_size: a fixed training set of this many sequences, reshuffled each
         epoch; 0 draws a fresh batch at every step (the default).
       test_size: held-out sequences for evaluation.
-      eval_every, log_every: steps between evaluations and between metric reads.
+      eval_every: steps between evaluations (and checkpoints).
+      log_every: steps between reads of the training metrics (and progress).
       target_loss: stop once the test loss reaches this (None: run all steps).
       devices: split every batch over this many devices (data parallelism; the
         batch size must divide evenly). 1 runs on the default device.
@@ -80,6 +93,10 @@ class TrainConfig:
       fused: run the layers on the cells' fast paths (True; `Cell.sequence`), on
         the reference path (False), or each cell on its fast path where it has one
         (None, the default; see `rnnjax.unroll`).
+      data: a `.npz` data set of one's own (`rnnjax.tasks.load_data`) to train on
+        instead of `task`; `length`, `train_size` and `test_size` then come from it.
+      loss: mse or cross_entropy for `data`; empty: from the targets' dtype.
+      validation_fraction: the share of `data`'s sequences held out for evaluation.
     """
 
     task: str = "adding"
@@ -109,14 +126,12 @@ class TrainConfig:
     devices: int = 1
     checkpoint_every: int = 0
     fused: bool | None = None
+    data: str = ""
+    loss: str = ""
+    validation_fraction: float = 0.1
 
     def __post_init__(self) -> None:
-        choices = {
-            "task": sorted(TASKS),
-            "cell": CELLS,
-            "optimizer": OPTIMIZERS,
-            "schedule": SCHEDULES,
-        }
+        choices = CHOICES
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(
@@ -145,6 +160,10 @@ class TrainConfig:
         for name in ("dropout", "input_dropout", "state_dropout"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if not 0 < self.validation_fraction < 1:
+            raise ValueError(
+                f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}"
+            )
         if 0 < self.train_size < self.batch_size:
             raise ValueError(
                 f"train_size must be 0 (fresh batches) or at least batch_size "
@@ -160,6 +179,23 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown configuration keys {sorted(unknown)}")
         return cls(**values)
+
+
+def _metrics_stream(path: str, step: int) -> Any:
+    """`path` opened for appending, holding the records of steps up to `step` only (a
+    fresh run starts it empty; a resumed one keeps its history up to the checkpoint)."""
+    kept = []
+    if step and os.path.isfile(path):
+        with open(path) as file:
+            for line in file:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:  # a line cut short by a kill
+                    continue
+                if record.get("step", 0) <= step:
+                    kept.append(line if line.endswith("\n") else line + "\n")
+    _files.write_text(path, "".join(kept))
+    return open(path, "a")  # closed by `train`
 
 
 class Run(NamedTuple):
@@ -185,7 +221,18 @@ def make_cell(config: TrainConfig):
 def build(config: TrainConfig, cell: Any = None) -> Run:
     """Builds the run `config` describes; `cell` overrides the configured cell's construction
     (the benchmark passes LSTMs with other initialisations)."""
-    task = get_task(config.task)
+    seed_key = jax.random.key(config.seed)
+    k_init, k_train, k_test, k_data = (jax.random.fold_in(seed_key, i) for i in range(4))
+    if config.data:
+        task, everything = load_data(config.data, config.loss or None)
+        train_data, test_data = split_data(everything, k_data, config.validation_fraction)
+        if train_data.inputs.shape[0] < config.batch_size:
+            raise ValueError(
+                f"batch_size ({config.batch_size}) is larger than the {train_data.inputs.shape[0]} "
+                f"training sequences of {config.data}"
+            )
+    else:
+        task = get_task(config.task)
     model = sequence_model(
         make_cell(config) if cell is None else cell,
         output_size=task.output_size,
@@ -198,8 +245,6 @@ def build(config: TrainConfig, cell: Any = None) -> Run:
         checkpoint_every=config.checkpoint_every or None,
         fused=config.fused,
     )
-    seed_key = jax.random.key(config.seed)
-    k_init, k_train, k_test, k_data = (jax.random.fold_in(seed_key, i) for i in range(4))
     params = model.init(k_init, task.input_size)
     learning_rate: Any = config.lr
     if config.schedule == "cosine":
@@ -212,12 +257,15 @@ def build(config: TrainConfig, cell: Any = None) -> Run:
     )
     mesh = parallel.device_mesh(config.devices)
     parallel.check_batch_size(config.batch_size, mesh)
-    if config.train_size:
+    if config.data:
+        batches = shuffled_batches(parallel.replicate(train_data, mesh), config.batch_size)
+    elif config.train_size:
         data = parallel.replicate(task.generate(k_data, config.train_size, config.length), mesh)
         batches = shuffled_batches(data, config.batch_size)
     else:
         batches = sampled_batches(task, config.batch_size, config.length)
-    test_data = task.generate(k_test, config.test_size, config.length)
+    if not config.data:
+        test_data = task.generate(k_test, config.test_size, config.length)
     return Run(
         config=config,
         task=task,
@@ -243,11 +291,15 @@ def train(
 ) -> dict:
     """Trains the run `config` describes and returns its metrics.
 
-    With `out_dir`, writes `checkpoint.npz` (at every evaluation and at the end)
-    and `metrics.json` there. With `resume=True`, continues the run saved in
+    With `out_dir`, writes `checkpoint.npz` (at every evaluation and at the end),
+    streams `metrics.jsonl` there as training goes (one JSON object per read of the
+    training metrics and per evaluation, appended and flushed at once, so a killed
+    run keeps every record up to its end), and writes the summary `metrics.json` at
+    the end. With `resume=True`, continues the run saved in
     `out_dir` up to `config.steps`; the saved configuration must equal `config`
-    in everything but `steps`, and the continuation is bit for bit the run that
-    never stopped.
+    in everything but `steps`, the continuation is bit for bit the run that never
+    stopped, and `metrics.jsonl` continues from the checkpoint's step (records a
+    killed run wrote past it are dropped, since the resumed run makes them again).
 
     Returns:
       A dict with `final_test_loss` (and `final_test_accuracy` for classification
@@ -275,11 +327,17 @@ def train(
         if os.path.isfile(metrics_path):
             with open(metrics_path) as file:
                 previous = json.load(file)
+    stream = None
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
+        stream = _metrics_stream(os.path.join(out_dir, METRICS_STREAM), int(state.step))
 
     def save(state: TrainState) -> str:
         return checkpoint.save(checkpoint_path, state, config.to_dict())
+
+    def log(record: dict) -> None:
+        stream.write(json.dumps(record) + "\n")
+        stream.flush()
 
     started = time.perf_counter()
     state, history = fit(
@@ -293,8 +351,11 @@ def train(
         target_loss=config.target_loss,
         callback=callback,
         progress=progress,
+        log=log if stream is not None else None,
         save=save if out_dir else None,
     )
+    if stream is not None:
+        stream.close()
     if previous is not None:
         for name in ("step", "loss", "grad_norm", "eval"):
             history[name] = previous["history"][name] + history[name]

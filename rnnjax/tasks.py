@@ -9,6 +9,8 @@ copy memory, temporal order, and recall of the first value.
 from __future__ import annotations
 
 import math
+import os
+import zipfile
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -127,11 +129,15 @@ class TaskData(NamedTuple):
         `(N, T_in)` class labels for classification tasks.
       mask: `None`, or `(N, T_in)` marking the steps whose accuracy is reported
         (the recall steps of the copy task). The loss always covers every target.
+      lengths: `None`, or integer `(N,)`: each sequence's true length in a
+        right-padded batch (a data set of one's own, `load_data`). The model reads
+        each sequence up to its length, and per-step losses cover only those steps.
     """
 
     inputs: Array
     targets: Array
     mask: Array | None = None
+    lengths: Array | None = None
 
 
 class Task(NamedTuple):
@@ -340,3 +346,144 @@ def get_task(name: str) -> Task:
     if name not in TASKS:
         raise ValueError(f"task must be one of {sorted(TASKS)}, got {name!r}")
     return TASKS[name]
+
+
+DATA_ARRAYS = ("inputs", "targets", "lengths")
+
+
+def load_data(path: str, loss: str | None = None) -> tuple[Task, TaskData]:
+    """A data set of one's own from a `.npz` file, as a task and all of its sequences.
+
+    The file holds `inputs`, float `(N, T, I)` (or `(N, T)` for one feature per step);
+    `targets`; and optionally `lengths`, integers `(N,)` in `1..T` for right-padded
+    sequences. The targets decide the task: floats `(N,)` or `(N, O)` are regression
+    on each sequence's last step, `(N, T, O)` regression at every step; integers `(N,)`
+    are class labels of each sequence, `(N, T)` labels at every step (classes
+    `0..C-1`, `C` the largest label plus one). `loss` (`"mse"` or `"cross_entropy"`)
+    overrides the choice the dtype makes.
+
+    Returns:
+      `(task, data)`: a `Task` named after the file (its `generate` raises: the data
+      are all there is; split them with `split_data`) whose baseline is the loss of
+      predicting the targets' mean (regression) or the label frequencies
+      (classification) over the whole set, and the data as `TaskData`.
+
+    Raises:
+      ValueError: one line naming the file and what is wrong with it (a missing or
+        unknown array, a shape or dtype that does not fit, NaN or infinite values,
+        lengths out of range, negative labels). OSError: the file cannot be read.
+    """
+    name = os.path.basename(path)
+    try:
+        with np.load(path, allow_pickle=False) as file:
+            arrays = {key: file[key] for key in file.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        if isinstance(error, FileNotFoundError):
+            raise OSError(f"{path}: no such file") from None
+        raise ValueError(f"{path} is not a readable .npz file ({error})") from None
+    missing = [key for key in ("inputs", "targets") if key not in arrays]
+    unknown = sorted(set(arrays) - set(DATA_ARRAYS))
+    if missing or unknown:
+        raise ValueError(
+            f"{name} must hold the arrays inputs, targets and optionally lengths; "
+            f"missing {missing}, unknown {unknown}"
+        )
+    inputs, targets = arrays["inputs"], arrays["targets"]
+    if inputs.ndim == 2:
+        inputs = inputs[..., None]
+    if inputs.ndim != 3 or not np.issubdtype(inputs.dtype, np.number):
+        raise ValueError(
+            f"{name}: inputs must be numbers of shape (N, T, I), "
+            f"got {inputs.dtype}{list(inputs.shape)}"
+        )
+    count, steps = inputs.shape[:2]
+    if count < 2 or targets.shape[:1] != (count,):
+        raise ValueError(
+            f"{name}: inputs and targets must hold the same number N >= 2 of sequences, "
+            f"got {count} and {targets.shape[:1]}"
+        )
+    if loss is None:
+        loss = "cross_entropy" if np.issubdtype(targets.dtype, np.integer) else "mse"
+    if loss not in ("mse", "cross_entropy"):
+        raise ValueError(f"loss must be mse or cross_entropy, got {loss!r}")
+    for key, array in (("inputs", inputs), ("targets", targets)):
+        if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+            raise ValueError(f"{name}: {key} hold NaN or infinite values")
+    if loss == "mse":
+        if targets.ndim == 1:
+            targets = targets[:, None]
+        per_step = targets.ndim == 3
+        if targets.ndim not in (2, 3) or (per_step and targets.shape[1] != steps):
+            raise ValueError(
+                f"{name}: regression targets must be (N,), (N, O) or (N, T, O) with "
+                f"T = {steps}, got {list(targets.shape)}"
+            )
+        targets = targets.astype(np.float32)
+        output_size = targets.shape[-1]
+        baseline_loss = float(
+            np.mean((targets - targets.mean(axis=tuple(range(targets.ndim - 1)))) ** 2)
+        )
+        baseline = "predict the mean of the targets"
+    else:
+        if not np.issubdtype(targets.dtype, np.integer) and not np.all(
+            targets == np.round(targets)
+        ):
+            raise ValueError(f"{name}: class labels must be integers, got {targets.dtype}")
+        targets = targets.astype(np.int32)
+        per_step = targets.ndim == 2
+        if targets.ndim not in (1, 2) or (per_step and targets.shape[1] != steps):
+            raise ValueError(
+                f"{name}: class labels must be (N,) or (N, T) with T = {steps}, "
+                f"got {list(targets.shape)}"
+            )
+        if targets.min() < 0:
+            raise ValueError(f"{name}: class labels must be 0 or more, got {targets.min()}")
+        output_size = int(targets.max()) + 1
+        frequencies = np.bincount(targets.ravel(), minlength=output_size) / targets.size
+        baseline_loss = float(
+            -np.sum(frequencies[frequencies > 0] * np.log(frequencies[frequencies > 0]))
+        )
+        baseline = "predict the label frequencies"
+    lengths = arrays.get("lengths")
+    if lengths is not None:
+        if lengths.shape != (count,) or not np.issubdtype(lengths.dtype, np.integer):
+            raise ValueError(
+                f"{name}: lengths must be integers of shape ({count},), "
+                f"got {lengths.dtype}{list(lengths.shape)}"
+            )
+        if lengths.min() < 1 or lengths.max() > steps:
+            raise ValueError(
+                f"{name}: lengths must lie in 1..{steps}, got {lengths.min()} to {lengths.max()}"
+            )
+        lengths = jnp.asarray(lengths, jnp.int32)
+
+    def generate(key: Array, num_sequences: int, length: int) -> TaskData:
+        raise ValueError(f"the data set {name} has no generator: its sequences are all there is")
+
+    task = Task(
+        f"data:{name}",
+        generate,
+        loss,
+        per_step,
+        int(inputs.shape[-1]),
+        output_size,
+        lambda length: baseline_loss,
+        baseline,
+    )
+    data = TaskData(jnp.asarray(inputs, jnp.float32), jnp.asarray(targets), None, lengths)
+    return task, data
+
+
+def split_data(data: TaskData, key: Array, validation_fraction: float) -> tuple[TaskData, TaskData]:
+    """`(train, validation)`: a random `validation_fraction` of the sequences held out
+    (at least one, and at least one left to train on), drawn with `key`."""
+    if not 0 < validation_fraction < 1:
+        raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction!r}")
+    count = data.inputs.shape[0]
+    held_out = min(max(1, round(validation_fraction * count)), count - 1)
+    order = jax.random.permutation(key, count)
+
+    def take(index: Array) -> TaskData:
+        return jax.tree.map(lambda array: array[index], data)
+
+    return take(order[held_out:]), take(order[:held_out])

@@ -23,7 +23,7 @@ import itertools
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 import jax
@@ -187,11 +187,17 @@ def _dropout_key(key: Array, step: Array) -> Array:
 def make_train_step(
     loss_fn: LossFn,
     optimizer: optax.GradientTransformation,
-    batches: Batches,
+    batches: Batches | None = None,
     *,
     mesh: Mesh | None = None,
 ) -> Callable[[TrainState, Any], tuple[TrainState, dict]]:
     """A compiled train step `step(state, batches.data) -> (state, metrics)`.
+
+    Without `batches`, the step takes the batch itself: `step(state, batch) ->
+    (state, metrics)`, for batches that come from a host iterator (a NumPy
+    generator, a PyTorch `DataLoader`, grain, tf.data; see `fit`). A batch is any
+    pytree of arrays with the batch on the leading axis (a tuple, a NamedTuple, a
+    dict), passed to `loss_fn` as it is.
 
     `loss_fn(params, batch, key) -> (loss, aux)` is differentiated with respect
     to `params`. `metrics` holds device scalars: `loss`, `grad_norm` (global
@@ -206,11 +212,15 @@ def make_train_step(
     on the mesh first with `rnnjax.parallel.replicate` (`rnnjax.runs.build` does).
     The batch size must divide evenly.
     """
-    parallel.check_batch_size(batches.batch_size, mesh)
+    if batches is not None:
+        parallel.check_batch_size(batches.batch_size, mesh)
 
     @jax.jit
     def step(state: TrainState, data: Any) -> tuple[TrainState, dict]:
-        batch = batches.select(data, _batch_key(state.key, state.step), state.step)
+        if batches is None:
+            batch = data
+        else:
+            batch = batches.select(data, _batch_key(state.key, state.step), state.step)
         batch = parallel.shard_batch(batch, mesh)
         (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params, batch, _dropout_key(state.key, state.step)
@@ -224,43 +234,91 @@ def make_train_step(
         new_state = parallel.keep_replicated(new_state, mesh)
         return new_state, {"loss": loss, "grad_norm": grad_norm, "finite": finite}
 
-    return parallel.on_mesh(step, mesh)
+    on_mesh = parallel.on_mesh(step, mesh)
+
+    def placed(state: TrainState, data: Any) -> tuple[TrainState, dict]:
+        return on_mesh(state, data)
+
+    placed.mesh = mesh  # where `fit` places the batches of an iterator
+    placed._cache_size = step._cache_size  # compilations so far, for the tests
+    return placed
+
+
+def _duration(seconds: float) -> str:
+    """`seconds` as a person reads it: `45s`, `12m05s`, `3h07m`."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
 
 
 class _Progress:
-    """A one-line progress display on stderr: step, loss, throughput, ETA."""
+    """Progress on stderr: a live tqdm bar on a terminal (`tqdm.auto`, so a notebook gets
+    its widget), plain lines anywhere else (a log file, `nohup`, a pipe), at most one
+    every `every` seconds plus one at the end, nothing when disabled. The bar counts
+    steps as they are dispatched; the loss shown is the mean of the last interval `fit`
+    read back."""
 
-    def __init__(self, total: int, batch_size: int, enabled: bool | None):
-        self.total, self.batch_size = total, batch_size
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+    def __init__(self, start: int, total: int, enabled: bool, every: float):
+        self.start, self.total, self.every = start, total, every
+        self.enabled = enabled
+        self.bar = None
         self.started = time.perf_counter()
-        self.first_step: int | None = None
+        self.last_line = -math.inf
+        self.loss: float | None = None
+        self.eval_loss: float | None = None
+        if enabled and sys.stderr.isatty():
+            from tqdm.auto import tqdm
 
-    def update(self, step: int, loss: float, eval_loss: float | None) -> None:
-        if not self.enabled:
-            return
-        if self.first_step is None:
-            self.first_step, self.started = step, time.perf_counter()
-            return
-        elapsed = time.perf_counter() - self.started
-        rate = (step - self.first_step) / max(elapsed, 1e-9)
-        eta = (self.total - step) / max(rate, 1e-9)
-        line = (
-            f"step {step}/{self.total}  loss {loss:.4g}"
-            + (f"  eval {eval_loss:.4g}" if eval_loss is not None else "")
-            + f"  {rate * self.batch_size:,.0f} seq/s  ETA {eta:,.0f}s"
-        )
-        print(f"\r{line:<78}", end="", file=sys.stderr, flush=True)
+            self.bar = tqdm(
+                total=total, initial=start, unit="step", dynamic_ncols=True, file=sys.stderr
+            )
 
-    def close(self) -> None:
-        if self.enabled:
-            print(file=sys.stderr, flush=True)
+    def step(self, step: int) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def metrics(self, step: int, loss: float, eval_loss: float | None) -> None:
+        """At each read of the training metrics: the bar's loss, or a plain line when
+        `every` seconds have passed since the last one (the first read always gets one)."""
+        self.loss, self.eval_loss = loss, eval_loss
+        if self.bar is not None:
+            shown = {"loss": f"{loss:.4g}"}
+            if eval_loss is not None:
+                shown["eval"] = f"{eval_loss:.4g}"
+            self.bar.set_postfix(shown, refresh=False)
+        elif self.enabled and time.perf_counter() - self.last_line >= self.every:
+            self._line(step)
+
+    def _line(self, step: int) -> None:
+        self.last_line = now = time.perf_counter()
+        done = step - self.start
+        rate = done / max(now - self.started, 1e-9)
+        parts = [f"step {step}/{self.total} ({100 * step / self.total:.0f}%)"]
+        if self.loss is not None:
+            parts.append(f"loss {self.loss:.4g}")
+        if self.eval_loss is not None:
+            parts.append(f"eval {self.eval_loss:.4g}")
+        if done:
+            parts.append(f"{rate:.3g} steps/s")
+            parts.append(f"ETA {_duration((self.total - step) / max(rate, 1e-9))}")
+        print("  ".join(parts), file=sys.stderr, flush=True)
+
+    def close(self, step: int) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.enabled:
+            self._line(step)
 
 
 def fit(
     state: TrainState,
     train_step: Callable[[TrainState, Any], tuple[TrainState, dict]],
-    batches: Batches,
+    batches: Batches | Iterable[Any],
     *,
     num_steps: int,
     evaluate: Callable[[Any], dict] | None = None,
@@ -269,6 +327,8 @@ def fit(
     target_loss: float | None = None,
     callback: Callable[[TrainState, dict], bool | None] | None = None,
     progress: bool | None = None,
+    progress_every: float = 30.0,
+    log: Callable[[dict], None] | None = None,
     save: Callable[[TrainState], str] | None = None,
     save_every: int | None = None,
 ) -> tuple[TrainState, dict]:
@@ -277,7 +337,12 @@ def fit(
     Args:
       state: where to start (step 0, or a resumed checkpoint's step).
       train_step: from `make_train_step`.
-      batches: the same `Batches` the step was built with (its data is passed in).
+      batches: the same `Batches` the step was built with (its data is passed in), or,
+        for a step built without `Batches`, any iterable of batches: NumPy or JAX
+        arrays in a tuple, NamedTuple or dict, one batch per step, placed on the step's
+        mesh (split along the batch axis) when it has one. An iterable that ends stops
+        training (`stopped` is `"data"`). Training is as deterministic as the iterable:
+        to resume a run bit for bit, hand `fit` the batches from `state.step` on.
       num_steps: the total number of steps, counted from step 0.
       evaluate: `evaluate(params) -> {"loss": ..., ...}` on held-out data,
         called every `eval_every` steps and at the end.
@@ -286,8 +351,16 @@ def fit(
       target_loss: stop at the first evaluation whose loss is at or below this.
       callback: `callback(state, history)` after every evaluation; returning
         `True` stops training (the vanishing-gradient benchmark records its
-        diagnostics here).
-      progress: show a progress line on stderr; by default only on a terminal.
+        diagnostics here). It is the hook for TensorBoard or W&B: log
+        `history["eval"][-1]` there (the documentation has an example).
+      progress: progress on stderr: `None` or `True` show a live bar on a terminal
+        (tqdm; a widget in a notebook) and one plain line every `progress_every`
+        seconds anywhere else; `False` shows nothing.
+      progress_every: seconds between the plain progress lines.
+      log: `log(record)` for every record as training goes: `{"kind": "train",
+        "step", "loss", "grad_norm", "seconds"}` at each read of the training metrics
+        and `{"kind": "eval", "step", "seconds", **metrics}` at each evaluation
+        (`rnnjax.runs` streams them to `metrics.jsonl`).
       save: `save(state) -> path`, writing a checkpoint; called every
         `save_every` steps (default: at evaluations) and at the end.
       save_every: steps between checkpoints.
@@ -295,7 +368,8 @@ def fit(
     Returns:
       `(state, history)`. `history` has `step`, `loss`, `grad_norm` (means over
       each log interval), `eval` (a list of `{"step", **metrics}`), `seconds`
-      (wall time of the run) and `stopped` (`"num_steps"`, `"target"` or `"callback"`).
+      (wall time of the run) and `stopped` (`"num_steps"`, `"target"`, `"callback"`
+      or `"data"`).
 
     Raises:
       NonFiniteError: a loss or gradient was NaN or infinite. The message names
@@ -308,7 +382,14 @@ def fit(
         eval_every if save_every is None else _checks.positive_int("save_every", save_every)
     )
     history: dict = {"step": [], "loss": [], "grad_norm": [], "eval": [], "stopped": "num_steps"}
-    display = _Progress(num_steps, batches.batch_size, progress)
+    keyed = isinstance(batches, Batches)
+    if not keyed and not isinstance(batches, Iterable):
+        kind = type(batches).__name__
+        raise TypeError(f"batches must be rnnjax Batches or an iterable of batches, got {kind}")
+    source = None if keyed else iter(batches)
+    mesh = getattr(train_step, "mesh", None)
+    placement = None if mesh is None else parallel.batch_sharded(mesh)
+    display = _Progress(int(state.step), num_steps, progress is not False, progress_every)
     started = time.perf_counter()
     last_saved = "none written"
     pending: list[dict] = []
@@ -322,7 +403,7 @@ def fit(
         first = step - len(metrics) + 1
         bad = [i for i, m in enumerate(metrics) if not m["finite"]]
         if bad:
-            display.close()
+            display.close(step)
             worst = metrics[bad[0]]
             raise NonFiniteError(
                 f"non-finite loss or gradient at step {first + bad[0]} (loss {worst['loss']}, "
@@ -333,21 +414,54 @@ def fit(
         history["loss"].append(float(sum(m["loss"] for m in metrics) / len(metrics)))
         history["grad_norm"].append(float(sum(m["grad_norm"] for m in metrics) / len(metrics)))
         pending.clear()
-        display.update(step, history["loss"][-1], last_eval)
+        display.metrics(step, history["loss"][-1], last_eval)
+        if log is not None:
+            log(
+                {
+                    "kind": "train",
+                    "step": step,
+                    "loss": history["loss"][-1],
+                    "grad_norm": history["grad_norm"][-1],
+                    "seconds": time.perf_counter() - started,
+                }
+            )
 
+    first_step = step
     while step < num_steps:
-        state, metrics = train_step(state, batches.data)
+        if keyed:
+            data = batches.data
+        else:
+            try:
+                data = next(source)
+            except StopIteration:
+                history["stopped"] = "data"
+                break
+            data = jax.tree.map(jnp.asarray, data)
+            if placement is not None:
+                data = jax.device_put(data, placement)
+        state, metrics = train_step(state, data)
         step += 1
         pending.append(metrics)
+        display.step(step)
         at_eval = step % eval_every == 0 or step == num_steps
-        if step % log_every == 0 or at_eval:
+        # The first step is read back at once, so that progress shows from the start.
+        if step % log_every == 0 or at_eval or step == first_step + 1:
             flush()
         if at_eval and evaluate is not None:
             result = {k: float(v) for k, v in jax.device_get(evaluate(state.params)).items()}
             last_eval = result["loss"]
             history["eval"].append({"step": step, **result})
+            if log is not None:
+                log(
+                    {
+                        "kind": "eval",
+                        "step": step,
+                        "seconds": time.perf_counter() - started,
+                        **result,
+                    }
+                )
             if not math.isfinite(last_eval):
-                display.close()
+                display.close(step)
                 raise NonFiniteError(
                     f"non-finite evaluation loss at step {step}; training stopped. "
                     f"Last good checkpoint: {last_saved}"
@@ -365,17 +479,24 @@ def fit(
                 last_saved = f"{save(state)} (step {step})"
             break
     flush()
-    display.close()
+    display.close(step)
     history["seconds"] = time.perf_counter() - started
     return state, history
 
 
 def _task_metrics(task: Task, outputs: Array, batch: TaskData) -> dict:
+    """The loss (and accuracy) of `outputs`; per-step losses of padded sequences
+    (`batch.lengths`) cover only the steps inside each sequence."""
+    valid = None
+    if task.per_step and batch.lengths is not None:
+        steps = jnp.arange(outputs.shape[1])
+        valid = steps.reshape(1, -1) < batch.lengths.reshape(-1, 1)
     if task.loss == "mse":
-        return {"loss": losses.mse(outputs, batch.targets)}
+        return {"loss": losses.mse(outputs, batch.targets, valid)}
+    shown = batch.mask if valid is None else (valid if batch.mask is None else batch.mask & valid)
     return {
-        "loss": losses.cross_entropy(outputs, batch.targets),
-        "accuracy": losses.accuracy(outputs, batch.targets, batch.mask),
+        "loss": losses.cross_entropy(outputs, batch.targets, valid),
+        "accuracy": losses.accuracy(outputs, batch.targets, shown),
     }
 
 
@@ -388,7 +509,7 @@ def task_loss(model: Model, task: Task, *, l2: float = 0.0) -> LossFn:
         raise ValueError(f"l2 must be >= 0, got {l2}")
 
     def loss_fn(params: Any, batch: TaskData, key: Array) -> tuple[Array, dict]:
-        outputs = model.apply(params, batch.inputs, key=key, train=True)
+        outputs = model.apply(params, batch.inputs, lengths=batch.lengths, key=key, train=True)
         metrics = _task_metrics(task, outputs, batch)
         loss = metrics["loss"] + l2 * losses.l2_penalty(params) if l2 else metrics["loss"]
         return loss, metrics
@@ -405,6 +526,7 @@ def make_evaluate(model: Model, task: Task, data: TaskData) -> Callable[[Any], d
 
     @jax.jit
     def metrics(params: Any, data: TaskData) -> dict:
-        return _task_metrics(task, model.apply(params, data.inputs), data)
+        outputs = model.apply(params, data.inputs, lengths=data.lengths)
+        return _task_metrics(task, outputs, data)
 
     return lambda params: metrics(params, data)

@@ -229,7 +229,7 @@ def run_one(
         log_every=study.eval_every,
         target_loss=threshold,
         callback=on_evaluation,
-        progress=None,
+        progress=sys.stderr.isatty(),  # the study logs one line per run elsewhere
     )
     seconds = time.perf_counter() - started
     final = history["eval"][-1]

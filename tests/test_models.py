@@ -77,9 +77,7 @@ def test_token_inputs_go_through_the_embedding():
     np.testing.assert_allclose(out, readout(params, hs), rtol=1e-12)
 
 
-@pytest.mark.parametrize(
-    "rates", [{"dropout": 0.5}, {"input_dropout": 0.5, "state_dropout": 0.5}]
-)
+@pytest.mark.parametrize("rates", [{"dropout": 0.5}, {"input_dropout": 0.5, "state_dropout": 0.5}])
 def test_dropout_is_deterministic_given_the_key_and_off_at_evaluation(cell_name, rates):
     model = sequence_model(make_cell(cell_name, 8), output_size=2, num_layers=2, **rates)
     plain = sequence_model(make_cell(cell_name, 8), output_size=2, num_layers=2)

@@ -77,7 +77,8 @@ def test_cli_fused_flag_reaches_the_config(flag, want):
     from rnnjax.cli import _build_parser
 
     args = vars(_build_parser().parse_args(["train", "--out", "x", *flag]))
-    given = {k: v for k, v in args.items() if k not in ("command", "out", "resume", "no_progress")}
+    skip = ("command", "out", "resume", "overwrite", "no_progress", "devices")
+    given = {k: v for k, v in args.items() if k not in skip}
     assert TrainConfig(**given).fused is want
 
 
@@ -136,8 +137,8 @@ def test_cli_train_writes_checkpoint_and_metrics(tmp_path, capsys):
     ("argv", "message"),
     [
         (["train", "--task", "adder", "--out", "x"], "argument --task: invalid choice: 'adder'"),
-        (["train", "--hidden", "-4", "--out", "x"], "expected a positive integer, got -4"),
-        (["train", "--lr", "fast", "--out", "x"], "expected a number, got 'fast'"),
+        (["train", "--hidden", "-4", "--out", "x"], "hidden must be a positive integer, got -4"),
+        (["train", "--lr", "fast", "--out", "x"], "argument --lr: invalid float value: 'fast'"),
         (["train", "--out", "x", "--frobnicate"], "unrecognized arguments: --frobnicate"),
         (["train", "--dropout", "2", "--out", "x"], r"dropout must be in [0, 1), got 2.0"),
         (["train", "--out", "no-such-run", "--resume"], "does not exist"),

@@ -1,4 +1,5 @@
-"""Parity with PyTorch's `nn.RNN`, `nn.LSTM` and `nn.GRU`, with converted weights.
+"""Parity with PyTorch's `nn.RNN`, `nn.LSTM` and `nn.GRU`, weights converted by
+`rnnjax.interop.from_torch`.
 
 Skipped when torch is not installed (it is an oracle here, never a dependency).
 """
@@ -10,25 +11,9 @@ import pytest
 
 import rnnjax
 
-from helpers import make_cell
-
 torch = pytest.importorskip("torch")
 
 TORCH_MODULES = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
-
-
-def params_from_torch(name, module):
-    """The documented conversion: transpose the weights, sum the biases (GRU keeps b_hn)."""
-    w_ih = jnp.asarray(module.weight_ih_l0.detach().numpy().T)
-    w_hh = jnp.asarray(module.weight_hh_l0.detach().numpy().T)
-    b_ih = module.bias_ih_l0.detach().numpy()
-    b_hh = module.bias_hh_l0.detach().numpy()
-    if name == "gru":
-        hidden = w_hh.shape[0]
-        b = b_ih + np.concatenate([b_hh[: 2 * hidden], np.zeros(hidden)])
-        return rnnjax.GRUParams(w_ih, w_hh, jnp.asarray(b), jnp.asarray(b_hh[2 * hidden :]))
-    params_type = rnnjax.LSTMParams if name == "lstm" else rnnjax.RNNParams
-    return params_type(w_ih, w_hh, jnp.asarray(b_ih + b_hh))
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
@@ -44,21 +29,7 @@ def test_outputs_and_gradients_match_pytorch(cell_name, bidirectional):
     out, _ = module(xs_torch)
     (out**2).sum().backward()
 
-    cell = make_cell(cell_name, hidden)
-    if bidirectional:
-        reverse = {
-            k.removesuffix("_reverse"): v
-            for k, v in module.named_parameters()
-            if k.endswith("_reverse")
-        }
-        backward_module = type("Reverse", (), reverse)
-        params = rnnjax.Directions(
-            params_from_torch(cell_name, module), params_from_torch(cell_name, backward_module)
-        )
-        layer = rnnjax.bidirectional(cell)
-    else:
-        params = params_from_torch(cell_name, module)
-        layer = rnnjax.recurrent(cell)
+    layer, params = rnnjax.interop.from_torch(module)  # the documented conversion
 
     def loss(xs):
         return jnp.sum(layer.apply(params, xs)[0] ** 2)

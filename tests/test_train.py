@@ -54,7 +54,7 @@ def test_step_uses_the_batch_of_its_step_and_the_documented_optimizer():
     task, model, optimizer, batches, step, state = small_setup()
     loss_fn = train.task_loss(model, task)
     batch = batches.select((), train._batch_key(state.key, state.step), state.step)
-    grads = jax.grad(lambda p: loss_fn(p, batch, None)[0])(state.params)
+    grads = jax.jit(jax.grad(lambda p: loss_fn(p, batch, None)[0]))(state.params)
     updates, _ = optimizer.update(grads, state.opt_state, state.params)
     expected = optax.apply_updates(state.params, updates)
     new_state, metrics = step(state, ())
@@ -187,14 +187,71 @@ def test_target_loss_and_callback_stop_early():
     assert calls == [10, 20, 30] and history["stopped"] == "callback"
 
 
-def test_progress_line_shows_loss_throughput_and_eta():
+def test_progress_off_a_terminal_is_plain_lines_with_loss_rate_and_a_human_eta():
     *_, batches, step, state = small_setup()
-    stderr = io.StringIO()
+    stderr = io.StringIO()  # not a terminal: plain lines, the first at once, one at the end
     with contextlib.redirect_stderr(stderr):
         train.fit(state, step, batches, num_steps=30, log_every=10, progress=True)
-    text = stderr.getvalue()
-    assert "step 30/30" in text and "loss" in text and "seq/s" in text and "ETA" in text
+    lines = stderr.getvalue().splitlines()
+    assert lines[0].startswith("step 1/30 (3%)  loss ")
+    assert lines[-1].startswith("step 30/30 (100%)  loss ") and "steps/s  ETA 0s" in lines[-1]
+    assert "\r" not in stderr.getvalue()
     quiet = io.StringIO()
     with contextlib.redirect_stderr(quiet):
         train.fit(state, step, batches, num_steps=30, log_every=10, progress=False)
     assert quiet.getvalue() == ""
+
+
+def test_durations_read_as_a_person_reads_them():
+    assert [train._duration(s) for s in (0.4, 45, 725, 11220)] == ["0s", "45s", "12m05s", "3h07m"]
+
+
+def numpy_batches(count, seed=0, batch_size=16, length=12):
+    """A host generator of `(inputs, targets)` NumPy tuples: the sum of the first two inputs."""
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        xs = rng.normal(size=(batch_size, length, 1)).astype(np.float32)
+        yield xs, xs[:, :2, 0].sum(axis=1, keepdims=True)
+
+
+def test_fit_trains_from_an_iterator_of_host_batches():
+    model = sequence_model(rnnjax.gru(8), output_size=1)
+    params = model.init(jax.random.key(0), 1, jnp.float32)
+    optimizer = train.make_optimizer("adam", 1e-2)
+
+    def loss_fn(params, batch, key):
+        xs, ys = batch
+        return rnnjax.losses.mse(model.apply(params, xs), ys), {}
+
+    step = train.make_train_step(loss_fn, optimizer)  # no Batches: the step takes the batch
+    records = []
+    state, history = train.fit(
+        train.init_state(params, optimizer, jax.random.key(1)),
+        step,
+        numpy_batches(60),
+        num_steps=60,
+        log_every=20,
+        progress=False,
+        log=records.append,
+    )
+    assert int(state.step) == 60 and history["loss"][-1] < history["loss"][0]
+    assert [r["step"] for r in records] == [1, 20, 40, 60]
+    # The same batches give the same run; an iterator that ends stops training.
+    again, _ = train.fit(
+        train.init_state(params, optimizer, jax.random.key(1)),
+        step,
+        numpy_batches(60),
+        num_steps=60,
+        progress=False,
+    )
+    np.testing.assert_array_equal(again.params.readout.w, state.params.readout.w)
+    short, history = train.fit(
+        train.init_state(params, optimizer, jax.random.key(1)),
+        step,
+        numpy_batches(5),
+        num_steps=60,
+        progress=False,
+    )
+    assert int(short.step) == 5 and history["stopped"] == "data"
+    with pytest.raises(TypeError, match="iterable of batches, got int"):
+        train.fit(state, step, 3, num_steps=2, progress=False)
