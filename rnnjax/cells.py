@@ -37,6 +37,7 @@ without one, which `unroll` scans step by step: the reference path.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol, Union
 
@@ -448,6 +449,528 @@ def gru(
         z = jax.nn.sigmoid(x_z + h_z)
         n = jnp.tanh(x_n + r * _with_bias(h_n, params.b_hn))
         h = (1 - z) * n + z * state
+        return h, h
+
+    return Cell(init, initial_state, step)
+
+
+# -- the cures since the LSTM ------------------------------------------------------------
+
+_unit_uniform = jax.nn.initializers.uniform(1.0)
+_he_normal = jax.nn.initializers.he_normal()
+_small_uniform = jax.nn.initializers.uniform(0.01)
+_standard_normal = jax.nn.initializers.normal(1.0)
+
+
+def _along_last(v: Array, like: Array) -> Array:
+    """`v (N,)` shaped to broadcast explicitly over `like (*batch, N)`'s leading axes."""
+    return jnp.reshape(v, (1,) * (like.ndim - 1) + v.shape)
+
+
+def _dtypes(dtype: Any) -> tuple[Any, Any]:
+    """`(dtype, draw_dtype)`: the parameters' dtype (JAX's default float when None), and
+    the at-least-float32 dtype their initializers draw in (QR and friends have no
+    bfloat16 kernels)."""
+    dtype = _checks.floating_dtype("dtype", jnp.result_type(float) if dtype is None else dtype)
+    return dtype, jnp.promote_types(dtype, jnp.float32)
+
+
+def _batch_zeros(batch_shape: Any, size: int, dtype: Any) -> Array:
+    try:
+        batch_shape = tuple(_checks.positive_int("batch_shape", d) for d in batch_shape)
+    except TypeError:
+        raise TypeError(
+            f"batch_shape must be a tuple of positive integers, got {batch_shape!r}"
+        ) from None
+    return jnp.zeros((*batch_shape, size), dtype)
+
+
+def _check_width(name: str, w: Array, x: Array) -> None:
+    if jnp.ndim(x) < 1 or jnp.shape(x)[-1] != w.shape[0]:
+        raise ValueError(
+            f"x must have shape (*batch, {w.shape[0]}) to match params.{name} "
+            f"{_checks.shape_str(w.shape)}, got {_checks.shape_str(jnp.shape(x))}"
+        )
+
+
+class IndRNNParams(NamedTuple):
+    """Parameters of an IndRNN cell: `h' = act(x @ w_ih + w_hh * h + b)`.
+
+    Attributes:
+      w_ih: input weights, `(I, H)`.
+      w_hh: the recurrent weights, one per unit (a diagonal recurrent matrix), `(H,)`.
+      b: bias, `(H,)`.
+    """
+
+    w_ih: Array
+    w_hh: Array
+    b: Array
+
+
+def indrnn(
+    hidden_size: int,
+    activation: Activation = "relu",
+    *,
+    input_init: Initializer = _default_input_init,
+    recurrent_init: Initializer = _unit_uniform,
+    bias_init: Initializer = _default_bias_init,
+) -> Cell:
+    """An independently recurrent neural network cell (Li, Li, Cook, Zhu & Gao 2018).
+
+    .. math:: h' = \\mathrm{act}(x W_{ih} + u \\odot h + b)
+
+    Each unit sees only its own past: `u` is a vector, the diagonal of a recurrent
+    matrix. The gradient through `T - t` steps is then, unit by unit, a product of
+    scalars `u act'`; with ReLU it neither vanishes nor explodes while `|u|` stays
+    near 1, which the paper enforces by bounding `|u|` (clipping it after each update).
+    Depth, not the recurrence, mixes the units: stack IndRNN layers.
+
+    Args:
+      hidden_size: number of units `H`.
+      activation: `"relu"` (the paper's; the default), `"tanh"`, or any elementwise
+        callable.
+      input_init: initializer of `w_ih (I, H)`; default LeCun normal.
+      recurrent_init: initializer of `w_hh (H,)`; default uniform on `[0, 1)`, the
+        paper's initialisation of its ReLU networks.
+      bias_init: initializer of `b (H,)`; default zeros.
+
+    Returns:
+      A `Cell` whose params are `IndRNNParams` and whose state is `h`, `(*batch, H)`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, rnnjax
+      >>> cell = rnnjax.cells.indrnn(4)
+      >>> params = cell.init(jax.random.key(0), 3)
+      >>> cell.step(params, cell.initial_state(params, (2,)), jnp.ones((2, 3)))[1].shape
+      (2, 4)
+    """
+    hidden_size = _checks.positive_int("hidden_size", hidden_size)
+    act = _resolve_activation(activation)
+    input_init = _check_initializer("input_init", input_init)
+    recurrent_init = _check_initializer("recurrent_init", recurrent_init)
+    bias_init = _check_initializer("bias_init", bias_init)
+
+    def init(key: Array, input_size: int, dtype: Any = None) -> IndRNNParams:
+        input_size = _checks.positive_int("input_size", input_size)
+        dtype, draw = _dtypes(dtype)
+        k_input, k_recurrent, k_bias = jax.random.split(key, 3)
+        return IndRNNParams(
+            input_init(k_input, (input_size, hidden_size), draw).astype(dtype),
+            recurrent_init(k_recurrent, (hidden_size,), draw).astype(dtype),
+            bias_init(k_bias, (hidden_size,), draw).astype(dtype),
+        )
+
+    def initial_state(params: IndRNNParams, batch_shape: tuple[int, ...] = ()) -> Array:
+        return _batch_zeros(batch_shape, hidden_size, params.b.dtype)
+
+    def step(params: IndRNNParams, state: Array, x: Array) -> tuple[Array, Array]:
+        _check_width("w_ih", params.w_ih, x)
+        recurrent = _along_last(params.w_hh, state) * state
+        h = act(_with_bias(x @ params.w_ih + recurrent, params.b))
+        return h, h
+
+    return Cell(init, initial_state, step)
+
+
+class ExpRNNParams(NamedTuple):
+    """Parameters of an expRNN cell; the recurrent matrix is `expm(a - a.T)`.
+
+    Attributes:
+      w_ih: input weights, `(I, H)`.
+      a: the matrix whose skew-symmetric part `a - a.T` parametrises the orthogonal
+        recurrent matrix, `(H, H)`.
+      b: the modReLU bias, `(H,)`.
+    """
+
+    w_ih: Array
+    a: Array
+    b: Array
+
+
+def henaff_init(key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Array:
+    """Henaff, Szlam & LeCun (2016)'s initialisation of an orthogonal RNN's skew part.
+
+    For `(H, H)`: zero but for `a[2k, 2k+1] = s_k`, `s_k ~ U[-pi, pi]`, so
+    `expm(a - a.T)` is block diagonal with 2 x 2 rotations by angles `2 s_k`: the
+    eigenvalues spread evenly around the unit circle.
+    """
+    if len(shape) != 2 or shape[0] != shape[1]:
+        raise ValueError(f"henaff_init draws a square matrix, got shape {shape}")
+    size = shape[0]
+    angles = jax.random.uniform(key, (size // 2,), dtype, -jnp.pi, jnp.pi)
+    rows = jnp.arange(0, 2 * (size // 2), 2)
+    return jnp.zeros(shape, dtype).at[rows, rows + 1].set(angles)
+
+
+def modrelu(z: Array, b: Array) -> Array:
+    """modReLU (Arjovsky, Shah & Bengio 2016) on real numbers: `sign(z) relu(|z| + b)`."""
+    return jnp.sign(z) * jax.nn.relu(jnp.abs(z) + _along_last(b, z))
+
+
+def exprnn(
+    hidden_size: int,
+    *,
+    input_init: Initializer = _he_normal,
+    recurrent_init: Initializer = henaff_init,
+    bias_init: Initializer = _small_uniform,
+) -> Cell:
+    """An orthogonal RNN by the exponential map: expRNN (Lezcano-Casado & Martinez-Rubio 2019).
+
+    .. math::
+
+        W = \\exp(A - A^\\top), \\qquad h' = \\mathrm{modReLU}(x W_{ih} + h W, b)
+
+    `A - A^T` is skew-symmetric, so `W` is exactly orthogonal for any `A`: the
+    recurrence preserves the norm of what it carries, and the gradient neither
+    vanishes nor explodes through it (only through modReLU). Training updates `A`
+    freely; the exponential keeps `W` on the orthogonal group.
+
+    The step computes `W` from `a` every time it runs; the public `rnnjax.exprnn`
+    carries a whole-sequence implementation that computes it once per sequence.
+
+    Args:
+      hidden_size: number of units `H`.
+      input_init: initializer of `w_ih (I, H)`; default He normal.
+      recurrent_init: initializer of `a (H, H)`; default `henaff_init`.
+      bias_init: initializer of the modReLU bias `b (H,)`; default uniform on
+        `[0, 0.01)`.
+
+    Returns:
+      A `Cell` whose params are `ExpRNNParams` and whose state is `h`, `(*batch, H)`.
+    """
+    hidden_size = _checks.positive_int("hidden_size", hidden_size)
+    input_init = _check_initializer("input_init", input_init)
+    recurrent_init = _check_initializer("recurrent_init", recurrent_init)
+    bias_init = _check_initializer("bias_init", bias_init)
+
+    def init(key: Array, input_size: int, dtype: Any = None) -> ExpRNNParams:
+        input_size = _checks.positive_int("input_size", input_size)
+        dtype, draw = _dtypes(dtype)
+        k_input, k_recurrent, k_bias = jax.random.split(key, 3)
+        return ExpRNNParams(
+            input_init(k_input, (input_size, hidden_size), draw).astype(dtype),
+            recurrent_init(k_recurrent, (hidden_size, hidden_size), draw).astype(dtype),
+            bias_init(k_bias, (hidden_size,), draw).astype(dtype),
+        )
+
+    def initial_state(params: ExpRNNParams, batch_shape: tuple[int, ...] = ()) -> Array:
+        return _batch_zeros(batch_shape, hidden_size, params.b.dtype)
+
+    def step(params: ExpRNNParams, state: Array, x: Array) -> tuple[Array, Array]:
+        return exprnn_step(orthogonal_matrix(params.a), params, state, x)
+
+    return Cell(init, initial_state, step)
+
+
+def orthogonal_matrix(a: Array) -> Array:
+    """`expm(a - a.T)`, orthogonal for any square `a` (in at least float32: JAX's matrix
+    exponential has no bfloat16 kernel)."""
+    skew = (a - a.T).astype(jnp.promote_types(a.dtype, jnp.float32))
+    return jax.scipy.linalg.expm(skew).astype(a.dtype)
+
+
+def exprnn_step(w_hh: Array, params: ExpRNNParams, state: Array, x: Array) -> tuple[Array, Array]:
+    """expRNN's step given its recurrent matrix `w_hh = orthogonal_matrix(params.a)`."""
+    _check_width("w_ih", params.w_ih, x)
+    h = modrelu(x @ params.w_ih + state @ w_hh, params.b)
+    return h, h
+
+
+class LRUParams(NamedTuple):
+    """Parameters of a linear recurrent unit, the complex numbers as real pairs.
+
+    Attributes:
+      nu_log: `log nu`, `(N,)`: the eigenvalues' moduli are `exp(-nu)`.
+      theta_log: `log theta`, `(N,)`: their phases are `theta`.
+      gamma_log: `log gamma`, `(N,)`: the input normalisation.
+      b_re, b_im: the complex input matrix `B`, `(I, N)` each.
+      c_re, c_im: the complex output matrix `C`, `(N, H)` each.
+      d: the real skip matrix `D`, `(I, H)`.
+    """
+
+    nu_log: Array
+    theta_log: Array
+    gamma_log: Array
+    b_re: Array
+    b_im: Array
+    c_re: Array
+    c_im: Array
+    d: Array
+
+
+class LRUState(NamedTuple):
+    """The LRU's complex state as its real and imaginary parts, `(*batch, N)` each."""
+
+    re: Array
+    im: Array
+
+
+def lru_lambda(params: LRUParams) -> tuple[Array, Array]:
+    """The eigenvalues `lambda = exp(-exp(nu_log) + i exp(theta_log))` as `(re, im)`."""
+    modulus = jnp.exp(-jnp.exp(params.nu_log))
+    phase = jnp.exp(params.theta_log)
+    return modulus * jnp.cos(phase), modulus * jnp.sin(phase)
+
+
+def lru(
+    hidden_size: int,
+    state_size: int | None = None,
+    *,
+    r_min: float = 0.9,
+    r_max: float = 0.999,
+    max_phase: float = 2 * math.pi,
+    input_init: Initializer = _standard_normal,
+    output_init: Initializer = _standard_normal,
+    skip_init: Initializer = _default_input_init,
+) -> Cell:
+    """A linear recurrent unit (Orvieto, Smith, Gu, Fernando, Gulcehre, Pascanu & De 2023).
+
+    .. math::
+
+        \\lambda &= \\exp(-e^{\\nu} + i e^{\\theta}), \\qquad
+        s' = \\lambda \\odot s + \\gamma \\odot (x B) \\\\
+        h' &= \\mathrm{Re}(s' C) + x D
+
+    A linear, complex, diagonal recurrence: state `s` in `C^N`, its eigenvalues
+    `lambda` parametrised exponentially so that `|lambda| = exp(-e^nu) < 1` always
+    (stable), and initialised on a ring `r_min <= |lambda| <= r_max` near the unit
+    circle, phases uniform on `[0, max_phase)` ("ring initialisation"); `gamma =
+    sqrt(1 - |lambda|^2)` (initialised, then trained as `gamma_log`) keeps the state's
+    scale independent of how close to 1 the eigenvalues are. The output is real. The
+    nonlinearity lives outside the recurrence (in the paper, an MLP between stacked
+    layers), which is what makes the recurrence one `associative_scan`.
+
+    Args:
+      hidden_size: output features `H` per step.
+      state_size: complex state dimension `N`; default `H`.
+      r_min, r_max: the ring of the eigenvalues' moduli at initialisation.
+      max_phase: the largest initial phase.
+      input_init: initializer of `b_re`, `b_im` `(I, N)`, scaled by `1/sqrt(2 I)`
+        (the paper's `B ~ N(0, 1/(2I))` per real part); default standard normal.
+      output_init: initializer of `c_re`, `c_im` `(N, H)`, scaled by `1/sqrt(N)`;
+        default standard normal.
+      skip_init: initializer of `d (I, H)`; default LeCun normal.
+
+    Returns:
+      A `Cell` whose params are `LRUParams` and whose state is `LRUState(re, im)`.
+    """
+    hidden_size = _checks.positive_int("hidden_size", hidden_size)
+    state_size = (
+        hidden_size if state_size is None else _checks.positive_int("state_size", state_size)
+    )
+    if not 0 <= r_min < r_max <= 1:
+        raise ValueError(f"need 0 <= r_min < r_max <= 1, got r_min={r_min}, r_max={r_max}")
+    if not max_phase > 0:
+        raise ValueError(f"max_phase must be positive, got {max_phase}")
+    input_init = _check_initializer("input_init", input_init)
+    output_init = _check_initializer("output_init", output_init)
+    skip_init = _check_initializer("skip_init", skip_init)
+
+    def init(key: Array, input_size: int, dtype: Any = None) -> LRUParams:
+        input_size = _checks.positive_int("input_size", input_size)
+        dtype, draw = _dtypes(dtype)
+        keys = jax.random.split(key, 7)
+        u1 = jax.random.uniform(keys[0], (state_size,), draw)
+        u2 = jax.random.uniform(keys[1], (state_size,), draw)
+        nu = -0.5 * jnp.log(u1 * (r_max**2 - r_min**2) + r_min**2)
+        theta = u2 * max_phase
+        modulus = jnp.exp(-nu)
+        gamma = jnp.sqrt(1 - modulus**2)
+        b_scale = 1 / math.sqrt(2 * input_size)
+        c_scale = 1 / math.sqrt(state_size)
+        parts = LRUParams(
+            jnp.log(nu),
+            jnp.log(theta),
+            jnp.log(gamma),
+            b_scale * input_init(keys[2], (input_size, state_size), draw),
+            b_scale * input_init(keys[3], (input_size, state_size), draw),
+            c_scale * output_init(keys[4], (state_size, hidden_size), draw),
+            c_scale * output_init(keys[5], (state_size, hidden_size), draw),
+            skip_init(keys[6], (input_size, hidden_size), draw),
+        )
+        return jax.tree.map(lambda a: a.astype(dtype), parts)
+
+    def initial_state(params: LRUParams, batch_shape: tuple[int, ...] = ()) -> LRUState:
+        zeros = _batch_zeros(batch_shape, state_size, params.d.dtype)
+        return LRUState(zeros, zeros)
+
+    def step(params: LRUParams, state: LRUState, x: Array) -> tuple[LRUState, Array]:
+        _check_width("d", params.d, x)
+        lam_re, lam_im = lru_lambda(params)
+        gamma = jnp.exp(params.gamma_log)
+        u_re, u_im = lru_inputs(params, x)
+        lam_re, lam_im = _along_last(lam_re, state.re), _along_last(lam_im, state.re)
+        re = lam_re * state.re - lam_im * state.im + _along_last(gamma, u_re) * u_re
+        im = lam_re * state.im + lam_im * state.re + _along_last(gamma, u_im) * u_im
+        return LRUState(re, im), lru_output(params, re, im, x)
+
+    return Cell(init, initial_state, step)
+
+
+def lru_inputs(params: LRUParams, x: Array) -> tuple[Array, Array]:
+    """`x B` as `(re, im)`, `(*batch, N)` each."""
+    return x @ params.b_re, x @ params.b_im
+
+
+def lru_output(params: LRUParams, re: Array, im: Array, x: Array) -> Array:
+    """`Re(s C) + x D` for the state `s = re + i im`."""
+    return re @ params.c_re - im @ params.c_im + x @ params.d
+
+
+def positive_candidate(x: Array) -> Array:
+    """`g(x) = x + 1/2` for `x >= 0`, `sigmoid(x)` below (Feng et al. 2024): a positive,
+    continuous, monotone candidate for minGRU and minLSTM."""
+    return jnp.where(x >= 0, x + 0.5, jax.nn.sigmoid(x))
+
+
+class MinGRUParams(NamedTuple):
+    """Parameters of a minGRU cell; blocks z, h.
+
+    Attributes:
+      w_ih: input weights, `(I, 2H)`.
+      b: bias, `(2H,)`.
+    """
+
+    w_ih: Array
+    b: Array
+
+
+class MinLSTMParams(NamedTuple):
+    """Parameters of a minLSTM cell; blocks f, i, h.
+
+    Attributes:
+      w_ih: input weights, `(I, 3H)`.
+      b: bias, `(3H,)`.
+    """
+
+    w_ih: Array
+    b: Array
+
+
+def _input_only_init(
+    blocks: int, hidden_size: int, input_init: Initializer, bias_init: Initializer
+) -> Callable[..., tuple[Array, Array]]:
+    def init(key: Array, input_size: int, dtype: Any = None) -> tuple[Array, Array]:
+        input_size = _checks.positive_int("input_size", input_size)
+        dtype, draw = _dtypes(dtype)
+        k_input, k_bias = jax.random.split(key)
+        w_ih = input_init(k_input, (input_size, blocks * hidden_size), draw)
+        b = bias_init(k_bias, (blocks * hidden_size,), draw)
+        return w_ih.astype(dtype), b.astype(dtype)
+
+    return init
+
+
+def min_gru_coefficients(params: MinGRUParams, x: Array) -> tuple[Array, Array]:
+    """`(a, b)` of minGRU's linear recurrence `h' = a h + b`: `a = 1 - z`, `b = z g(h~)`."""
+    z_pre, h_pre = jnp.split(_with_bias(x @ params.w_ih, params.b), 2, axis=-1)
+    z = jax.nn.sigmoid(z_pre)
+    return 1 - z, z * positive_candidate(h_pre)
+
+
+def min_lstm_coefficients(params: MinLSTMParams, x: Array) -> tuple[Array, Array]:
+    """`(a, b)` of minLSTM's linear recurrence `h' = a h + b`, with the gates normalised:
+    `a = f / (f + i)`, `b = i / (f + i) g(h~)`."""
+    f_pre, i_pre, h_pre = jnp.split(_with_bias(x @ params.w_ih, params.b), 3, axis=-1)
+    f, i = jax.nn.sigmoid(f_pre), jax.nn.sigmoid(i_pre)
+    return f / (f + i), i / (f + i) * positive_candidate(h_pre)
+
+
+def min_gru(
+    hidden_size: int,
+    *,
+    input_init: Initializer = _default_input_init,
+    bias_init: Initializer = _default_bias_init,
+) -> Cell:
+    """minGRU (Feng, Tung, Ahmed, Bengio & Hajimirsadeghi 2024, "Were RNNs all we needed?").
+
+    .. math::
+
+        z = \\sigma(x W_z + b_z), \\quad \\tilde h = g(x W_h + b_h), \\quad
+        h' = (1 - z) \\odot h + z \\odot \\tilde h
+
+    The GRU with its gates and candidate depending on the input only (no reset gate,
+    no `h W_hh`): the recurrence is linear in `h`, `h' = a h + b` with `a, b` known
+    from `x` alone, so the whole sequence is one parallel scan after one matmul for
+    all steps' projections. `g` (`positive_candidate`) keeps the candidate positive,
+    as in the paper's log-space version.
+
+    Args:
+      hidden_size: number of units `H`.
+      input_init: initializer of `w_ih (I, 2H)`; default LeCun normal.
+      bias_init: initializer of `b (2H,)`; default zeros.
+
+    Returns:
+      A `Cell` whose params are `MinGRUParams` and whose state is `h`, `(*batch, H)`.
+    """
+    hidden_size = _checks.positive_int("hidden_size", hidden_size)
+    draw = _input_only_init(
+        2,
+        hidden_size,
+        _check_initializer("input_init", input_init),
+        _check_initializer("bias_init", bias_init),
+    )
+
+    def init(key: Array, input_size: int, dtype: Any = None) -> MinGRUParams:
+        return MinGRUParams(*draw(key, input_size, dtype))
+
+    def initial_state(params: MinGRUParams, batch_shape: tuple[int, ...] = ()) -> Array:
+        return _batch_zeros(batch_shape, hidden_size, params.b.dtype)
+
+    def step(params: MinGRUParams, state: Array, x: Array) -> tuple[Array, Array]:
+        _check_width("w_ih", params.w_ih, x)
+        a, b = min_gru_coefficients(params, x)
+        h = a * state + b
+        return h, h
+
+    return Cell(init, initial_state, step)
+
+
+def min_lstm(
+    hidden_size: int,
+    *,
+    input_init: Initializer = _default_input_init,
+    bias_init: Initializer = _default_bias_init,
+) -> Cell:
+    """minLSTM (Feng, Tung, Ahmed, Bengio & Hajimirsadeghi 2024).
+
+    .. math::
+
+        f = \\sigma(x W_f + b_f), \\quad i = \\sigma(x W_i + b_i), \\quad
+        \\tilde h = g(x W_h + b_h) \\\\
+        h' = \\frac{f}{f + i} \\odot h + \\frac{i}{f + i} \\odot \\tilde h
+
+    The LSTM reduced to gates of the input only, without an output gate or a separate
+    cell state, and with the forget and input gates normalised to sum to one (which
+    makes the state's scale independent of time). Linear in `h`, so the sequence is one
+    parallel scan, as for `min_gru`.
+
+    Args:
+      hidden_size: number of units `H`.
+      input_init: initializer of `w_ih (I, 3H)`; default LeCun normal.
+      bias_init: initializer of `b (3H,)`; default zeros.
+
+    Returns:
+      A `Cell` whose params are `MinLSTMParams` and whose state is `h`, `(*batch, H)`.
+    """
+    hidden_size = _checks.positive_int("hidden_size", hidden_size)
+    draw = _input_only_init(
+        3,
+        hidden_size,
+        _check_initializer("input_init", input_init),
+        _check_initializer("bias_init", bias_init),
+    )
+
+    def init(key: Array, input_size: int, dtype: Any = None) -> MinLSTMParams:
+        return MinLSTMParams(*draw(key, input_size, dtype))
+
+    def initial_state(params: MinLSTMParams, batch_shape: tuple[int, ...] = ()) -> Array:
+        return _batch_zeros(batch_shape, hidden_size, params.b.dtype)
+
+    def step(params: MinLSTMParams, state: Array, x: Array) -> tuple[Array, Array]:
+        _check_width("w_ih", params.w_ih, x)
+        a, b = min_lstm_coefficients(params, x)
+        h = a * state + b
         return h, h
 
     return Cell(init, initial_state, step)

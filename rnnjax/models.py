@@ -95,16 +95,17 @@ class _MaskedState(NamedTuple):
 
     state: Any
     input_mask: Array  # (B, I)
-    state_mask: Array  # (B, H)
+    state_mask: Array | None  # (B, H), or None without state dropout
 
 
-def _mask_hidden(state: Any, mask: Array) -> Any:
+def _mask_hidden(state: Any, mask: Array | None) -> Any:
     """`state` with its hidden part multiplied by `mask`: the whole state when it is one
-    array, else its field `h` (as `LSTMState`'s)."""
-    if isinstance(state, jax.Array):
-        return state * mask
+    array, else its field `h` (as `LSTMState`'s). With `mask=None`, the hidden part
+    itself (its shape is the mask's)."""
+    if isinstance(state, (jax.Array, jax.ShapeDtypeStruct)):
+        return state if mask is None else state * mask
     if hasattr(state, "_replace") and hasattr(state, "h"):
-        return state._replace(h=state.h * mask)
+        return state.h if mask is None else state._replace(h=state.h * mask)
     raise TypeError(
         "state_dropout needs a cell whose state is one array or has an `h` field, "
         f"got a state of type {type(state).__name__}"
@@ -124,7 +125,9 @@ def _variational(cell: Cell, input_mask: Array, state_mask: Array) -> Cell:
         return _MaskedState(cell.initial_state(params, batch_shape), input_mask, state_mask)
 
     def step(params: Any, masked: _MaskedState, x: Array) -> tuple[_MaskedState, Array]:
-        state = _mask_hidden(masked.state, masked.state_mask)
+        state = masked.state
+        if masked.state_mask is not None:  # None: no state dropout
+            state = _mask_hidden(state, masked.state_mask)
         new_state, h = cell.step(params, state, x * masked.input_mask)
         return masked._replace(state=new_state), h
 
@@ -284,12 +287,15 @@ def sequence_model(
             if params is None:
                 continue
             k_input, k_state = jax.random.split(k)
-            batch, hidden = xs_shape[0], params.w_hh.shape[0]
-            input_mask = _dropout(
-                k_input, input_dropout, jnp.ones((batch, xs_shape[-1]), params.w_ih.dtype)
-            )
-            state_mask = _dropout(
-                k_state, state_dropout, jnp.ones((batch, hidden), params.w_hh.dtype)
+            batch = xs_shape[0]
+            dtype = jnp.result_type(*jax.tree.leaves(params))
+            state = jax.eval_shape(lambda p, b=batch: cell.initial_state(p, (b,)), params)
+            hidden = _mask_hidden(state, None) if state_dropout > 0 else None
+            input_mask = _dropout(k_input, input_dropout, jnp.ones((batch, xs_shape[-1]), dtype))
+            state_mask = (
+                _dropout(k_state, state_dropout, jnp.ones(hidden.shape, dtype))
+                if hidden is not None
+                else None
             )
             cells.append(_variational(cell, input_mask, state_mask))
         return cells

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from rnnjax import cells, fused
+from rnnjax import cells, fused, scans
 from rnnjax.cells import Activation, Cell, Initializer
 
 _input_init = cells._default_input_init
@@ -124,7 +124,51 @@ def gru(
     return cell._replace(sequence=fused.gru_sequence())
 
 
-CELLS: dict[str, Callable[..., Cell]] = {"rnn": rnn, "lstm": lstm, "gru": gru}
+def indrnn(hidden_size: int, activation: Activation = "relu", **initializers: Any) -> Cell:
+    """An IndRNN cell (Li et al. 2018): `rnnjax.cells.indrnn`'s equations, arguments,
+    parameters and state, with `rnnjax.scans.indrnn_sequence` (every step's input
+    projection as one matmul) as `Cell.sequence`."""
+    cell = cells.indrnn(hidden_size, activation, **initializers)
+    act = cells._resolve_activation(activation)
+    return cell._replace(sequence=scans.indrnn_sequence(act))
+
+
+def exprnn(hidden_size: int, **initializers: Any) -> Cell:
+    """An expRNN cell (Lezcano-Casado & Martinez-Rubio 2019): `rnnjax.cells.exprnn`'s
+    equations, arguments, parameters and state, with `rnnjax.scans.exprnn_sequence`
+    (the orthogonal matrix computed once per sequence) as `Cell.sequence`."""
+    return cells.exprnn(hidden_size, **initializers)._replace(sequence=scans.exprnn_sequence())
+
+
+def lru(hidden_size: int, state_size: int | None = None, **options: Any) -> Cell:
+    """A linear recurrent unit (Orvieto et al. 2023): `rnnjax.cells.lru`'s equations,
+    arguments, parameters and state, with `rnnjax.scans.lru_sequence` (all projections
+    as one matmul, the recurrence as one scan) as `Cell.sequence`."""
+    return cells.lru(hidden_size, state_size, **options)._replace(sequence=scans.lru_sequence())
+
+
+def min_gru(hidden_size: int, **initializers: Any) -> Cell:
+    """minGRU (Feng et al. 2024): `rnnjax.cells.min_gru`'s equations, arguments,
+    parameters and state, with `rnnjax.scans.min_gru_sequence` as `Cell.sequence`."""
+    return cells.min_gru(hidden_size, **initializers)._replace(sequence=scans.min_gru_sequence())
+
+
+def min_lstm(hidden_size: int, **initializers: Any) -> Cell:
+    """minLSTM (Feng et al. 2024): `rnnjax.cells.min_lstm`'s equations, arguments,
+    parameters and state, with `rnnjax.scans.min_lstm_sequence` as `Cell.sequence`."""
+    return cells.min_lstm(hidden_size, **initializers)._replace(sequence=scans.min_lstm_sequence())
+
+
+CELLS: dict[str, Callable[..., Cell]] = {
+    "rnn": rnn,
+    "lstm": lstm,
+    "gru": gru,
+    "indrnn": indrnn,
+    "exprnn": exprnn,
+    "lru": lru,
+    "min_gru": min_gru,
+    "min_lstm": min_lstm,
+}
 """Every cell by name: the constructor `make_cell` calls."""
 
 

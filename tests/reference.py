@@ -58,3 +58,54 @@ def unroll(name, params, xs):
             h = state
         outputs.append(h)
     return np.stack(outputs, axis=1), state
+
+
+# -- the later cells, from their papers' equations -----------------------------------------
+
+
+def indrnn_step(p, h, x):
+    """Li et al. 2018: h' = relu(x W + u * h + b)."""
+    return np.maximum(x @ p.w_ih + p.w_hh * h + p.b, 0.0)
+
+
+def exprnn_step(p, h, x):
+    """Lezcano-Casado & Martinez-Rubio 2019: W = expm(A - A^T), h' = modrelu(x T + h W, b)."""
+    skew = p.a - p.a.T
+    # expm by its eigen-decomposition: a real skew-symmetric matrix is normal.
+    values, vectors = np.linalg.eig(skew)
+    w = (vectors @ np.diag(np.exp(values)) @ np.linalg.inv(vectors)).real
+    z = x @ p.w_ih + h @ w
+    return np.sign(z) * np.maximum(np.abs(z) + p.b, 0.0)
+
+
+def lru_step(p, s, x):
+    """Orvieto et al. 2023: lambda = exp(-exp(nu) + i exp(theta)); s' = lambda s + gamma (x B);
+    y = Re(s' C) + x D. `s` is complex here."""
+    lam = np.exp(-np.exp(p.nu_log) + 1j * np.exp(p.theta_log))
+    gamma = np.exp(p.gamma_log)
+    b = p.b_re + 1j * p.b_im
+    c = p.c_re + 1j * p.c_im
+    s = lam * s + gamma * (x @ b)
+    return s, (s @ c).real + x @ p.d
+
+
+def g(v):
+    return np.where(v >= 0, v + 0.5, sigmoid(v))
+
+
+def min_gru_step(p, h, x):
+    """Feng et al. 2024: z = sigmoid(x W_z + b_z), h~ = g(x W_h + b_h), h' = (1-z) h + z h~."""
+    hidden = h.shape[-1]
+    pre = x @ p.w_ih + p.b
+    z, candidate = sigmoid(pre[..., :hidden]), g(pre[..., hidden:])
+    return (1 - z) * h + z * candidate
+
+
+def min_lstm_step(p, h, x):
+    """Feng et al. 2024: f, i gates of x, normalised to f/(f+i), i/(f+i); h' = f' h + i' h~."""
+    hidden = h.shape[-1]
+    pre = x @ p.w_ih + p.b
+    f = sigmoid(pre[..., :hidden])
+    i = sigmoid(pre[..., hidden : 2 * hidden])
+    candidate = g(pre[..., 2 * hidden :])
+    return f / (f + i) * h + i / (f + i) * candidate

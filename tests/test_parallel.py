@@ -12,6 +12,9 @@ import pytest
 
 from rnnjax import parallel
 
+# One worker runs this module, so that its subprocess fixture runs once.
+pytestmark = pytest.mark.xdist_group("parallel")
+
 WORKER = pathlib.Path(__file__).with_name("parallel_worker.py")
 
 
@@ -126,8 +129,6 @@ CLI_ON_TWO_CORES = """
 import sys
 from rnnjax.cli import main
 
-# One worker runs this module, so that its subprocess fixture runs once.
-pytestmark = pytest.mark.xdist_group("parallel")
 sys.exit(main(["train", "--task", "adding", "--length", "8", "--hidden", "8", "--steps", "6",
                "--batch-size", "8", "--test-size", "16", "--eval-every", "3",
                "--devices", "2", "--out", sys.argv[1], "--no-progress"]))

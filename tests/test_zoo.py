@@ -39,9 +39,7 @@ def test_constructor_options_reach_the_equations():
 
 
 def test_unknown_names_and_options_are_refused():
-    with pytest.raises(
-        ValueError, match=r"cell must be one of \['gru', 'lstm', 'rnn'\], got 'tcn'"
-    ):
+    with pytest.raises(ValueError, match=r"cell must be one of \[.*'rnn'\], got 'tcn'"):
         zoo.make_cell("tcn", 4)
     with pytest.raises(TypeError):
         zoo.make_cell("gru", 4, forget_bias=1.0)

@@ -1,0 +1,185 @@
+"""The later cells (IndRNN, expRNN, LRU, minGRU, minLSTM): equal to float64 NumPy references
+written from their papers, gradients against finite differences, `unroll` against a Python
+loop over `step`, their fast paths against the reference path, and on the whole contract."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import rnnjax
+from rnnjax import cells, scans
+
+import reference
+from helpers import random_inputs, random_params
+
+ZOO = ("indrnn", "exprnn", "lru", "min_gru", "min_lstm")
+B, T, I, H = 3, 7, 2, 4
+
+
+@pytest.fixture(params=ZOO)
+def name(request):
+    return request.param
+
+
+def numpy_step(name, params, state, x):
+    """The reference's `(state, h)` for one step, NumPy float64 throughout."""
+    p = type(params)(*(np.asarray(a, np.float64) for a in params))
+    x = np.asarray(x, np.float64)
+    if name == "lru":
+        s = np.asarray(state.re) + 1j * np.asarray(state.im)
+        s, y = reference.lru_step(p, s, x)
+        return (s.real, s.imag), y
+    h = getattr(reference, f"{name}_step")(p, np.asarray(state, np.float64), x)
+    return h, h
+
+
+def test_step_matches_the_papers_equations(name):
+    cell = rnnjax.make_cell(name, H)
+    params = random_params(cell, jax.random.key(0), I, scale=0.3)
+    x = random_inputs(jax.random.key(1), (B, I))
+    state = jax.tree.map(
+        lambda s: 0.5 * jax.random.normal(jax.random.key(2), s.shape, s.dtype),
+        cell.initial_state(params, (B,)),
+    )
+    want_state, want_h = numpy_step(name, params, state, x)
+    got_state, got_h = cell.step(params, state, x)
+    np.testing.assert_allclose(got_h, want_h, rtol=1e-12, atol=1e-12)
+    for got, want in zip(jax.tree.leaves(got_state), jax.tree.leaves(want_state)):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_step_gradients_match_finite_differences(name):
+    cell = rnnjax.make_cell(name, 3)
+    params = random_params(cell, jax.random.key(3), 2, scale=0.3)
+    x = random_inputs(jax.random.key(4), (2, 2))
+    state = jax.tree.map(lambda s: s + 0.3, cell.initial_state(params, (2,)))
+
+    def loss(params, state, x):
+        new, h = cell.step(params, state, x)
+        return jnp.sum(jnp.sin(h)) + sum(jnp.sum(leaf**2) for leaf in jax.tree.leaves(new))
+
+    check_grads(loss, (params, state, x), order=1, modes=("fwd", "rev"))
+
+
+def test_unroll_equals_a_python_loop_over_step(name):
+    cell = rnnjax.make_cell(name, H)
+    params = random_params(cell, jax.random.key(5), I, scale=0.3)
+    xs = random_inputs(jax.random.key(6), (B, T, I))
+    state = cell.initial_state(params, (B,))
+    outputs = []
+    for t in range(T):
+        state, h = cell.step(params, state, xs[:, t])
+        outputs.append(h)
+    hs, final = rnnjax.unroll(cell, params, xs, fused=False)
+    np.testing.assert_allclose(hs, jnp.stack(outputs, axis=1), rtol=1e-12, atol=1e-12)
+    for got, want in zip(jax.tree.leaves(final), jax.tree.leaves(state)):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def outputs_and_grads(cell, params, xs, **options):
+    def loss(params, xs):
+        hs, final = rnnjax.unroll(cell, params, xs, **options)
+        return jnp.sum(jnp.sin(hs)) + sum(jnp.sum(jnp.cos(s)) for s in jax.tree.leaves(final))
+
+    return rnnjax.unroll(cell, params, xs, **options), jax.grad(loss, (0, 1))(params, xs)
+
+
+@pytest.mark.parametrize(("reverse", "with_lengths"), [(False, True), (True, True), (True, False)])
+def test_fast_path_equals_the_reference_path(name, reverse, with_lengths):
+    """Outputs, final state and gradients in float64, padded and reversed; for the
+    linear recurrences both the parallel and the sequential scan."""
+    cell = rnnjax.make_cell(name, H)
+    assert cell.sequence is not None
+    params = random_params(cell, jax.random.key(7), I, scale=0.3)
+    xs = random_inputs(jax.random.key(8), (B, T, I))
+    options = dict(reverse=reverse, lengths=jnp.array([T, 2, 5]) if with_lengths else None)
+    want = outputs_and_grads(cell, params, xs, fused=False, **options)
+    variants = [cell]
+    if name in ("lru", "min_gru", "min_lstm"):
+        build = getattr(scans, f"{name}_sequence")
+        variants = [cell._replace(sequence=build(m)) for m in ("parallel", "sequential")]
+    for variant in variants:
+        got = outputs_and_grads(variant, params, xs, fused=True, **options)
+        for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-10)
+
+
+def test_fast_path_forward_mode_equals_the_reference_path(name):
+    cell = rnnjax.make_cell(name, H)
+    params = random_params(cell, jax.random.key(9), I, scale=0.3)
+    xs = random_inputs(jax.random.key(10), (B, T, I))
+    tangents = jax.tree.map(lambda a: jax.random.normal(jax.random.key(11), a.shape), (params, xs))
+
+    def run(fused):
+        return jax.jvp(lambda p, x: rnnjax.unroll(cell, p, x, fused=fused), (params, xs), tangents)
+
+    for g, w in zip(jax.tree.leaves(run(True)), jax.tree.leaves(run(False))):
+        np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_dtypes_and_layouts(name, dtype):
+    cell = rnnjax.make_cell(name, H)
+    params = cell.init(jax.random.key(0), I, dtype)
+    xs = jnp.ones((T, B, I), dtype)
+    hs, final = jax.jit(lambda p, x: rnnjax.unroll(cell, p, x, time_major=True))(params, xs)
+    assert hs.shape == (T, B, H) and hs.dtype == dtype
+    assert all(leaf.dtype == dtype for leaf in jax.tree.leaves(final))
+
+
+def test_zoo_cells_in_layers_models_and_diagnostics(name):
+    cell = rnnjax.make_cell(name, H)
+    layer = rnnjax.stack(rnnjax.bidirectional(cell), cell)
+    params = layer.init(jax.random.key(0), I)
+    hs, _ = layer.apply(params, jnp.ones((B, T, I)), lengths=jnp.array([T, 3, 1]))
+    assert hs.shape == (B, T, H)
+    from rnnjax.diagnostics import cell_health, jacobian_norms, state_gradient_norms
+
+    cell_params = cell.init(jax.random.key(1), I)
+    xs = random_inputs(jax.random.key(2), (B, T, I))
+    norms = state_gradient_norms(cell, cell_params, xs, lambda hs: jnp.sum(hs[:, -1], axis=-1))
+    assert norms.state.shape == (T,) and np.isfinite(np.asarray(norms.state)).all()
+    assert jacobian_norms(cell, cell_params, xs).state.shape == (T,)
+    health = cell_health(cell, cell_params, xs)
+    assert 0 <= health.saturated_fraction <= 1
+
+
+def test_exprnn_recurrent_matrix_is_orthogonal_and_henaff_spreads_its_eigenvalues():
+    params = cells.exprnn(6).init(jax.random.key(0), 2)
+    w = cells.orthogonal_matrix(params.a)
+    np.testing.assert_allclose(w @ w.T, np.eye(6), atol=1e-12)
+    moduli = np.abs(np.linalg.eigvals(np.asarray(w)))
+    np.testing.assert_allclose(moduli, 1.0, atol=1e-12)
+
+
+def test_lru_ring_initialisation():
+    params = cells.lru(8, 64, r_min=0.9, r_max=0.99).init(jax.random.key(0), 3)
+    re, im = cells.lru_lambda(params)
+    moduli = np.hypot(np.asarray(re), np.asarray(im))
+    assert moduli.min() >= 0.9 - 1e-12 and moduli.max() <= 0.99 + 1e-12
+    np.testing.assert_allclose(np.exp(params.gamma_log), np.sqrt(1 - moduli**2), rtol=1e-12)
+
+
+def test_min_lstm_gates_are_normalised():
+    """h' = a h + b with a + i' = 1: a constant candidate is a fixed point."""
+    cell = cells.min_lstm(3)
+    params = cell.init(jax.random.key(0), 2)
+    a, b = cells.min_lstm_coefficients(params, jnp.ones((4, 2)))
+    assert bool(((a > 0) & (a < 1)).all()) and bool((b > 0).all())
+
+
+def test_linear_recurrence_methods_agree():
+    a = jax.random.uniform(jax.random.key(0), (50, 3, 2))
+    b = jax.random.normal(jax.random.key(1), (50, 3, 2))
+    initial = jnp.ones((3, 2))
+    valid = jnp.arange(50)[:, None] < jnp.array([50, 20, 1])[None]
+    for reverse in (False, True):
+        runs = [
+            scans.linear_recurrence(a, b, initial, valid, reverse=reverse, method=m)
+            for m in ("parallel", "sequential")
+        ]
+        np.testing.assert_allclose(runs[0], runs[1], rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="method must be one of"):
+        scans.linear_recurrence(a, b, initial, method="magic")
