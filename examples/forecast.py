@@ -221,7 +221,8 @@ def main(argv=None) -> int:
     try:  # the figures need matplotlib: say so before any work, not after it
         import matplotlib  # noqa: F401
     except ImportError:
-        parser.exit(2, f'{parser.prog}: error: the figures need matplotlib: pip install "rnnjax[bench]"\n')
+        extra = 'pip install "rnnjax[bench]"'
+        parser.exit(2, f"{parser.prog}: error: the figures need matplotlib: {extra}\n")
     args.points = args.points or (3000 if args.quick else 10000)
     args.steps = args.steps or (1500 if args.quick else 5000)
     args.series = [s for s in args.series.split(",") if s]

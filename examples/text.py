@@ -121,7 +121,8 @@ def main(argv=None) -> int:
     try:  # the figures need matplotlib: say so before any work, not after it
         import matplotlib  # noqa: F401
     except ImportError:
-        parser.exit(2, f'{parser.prog}: error: the figures need matplotlib: pip install "rnnjax[bench]"\n')
+        extra = 'pip install "rnnjax[bench]"'
+        parser.exit(2, f"{parser.prog}: error: the figures need matplotlib: {extra}\n")
     args.chars = args.chars or (300_000 if args.quick else 2_000_000)
     args.steps = args.steps or (800 if args.quick else 5000)
     args.lstm_hidden = args.lstm_hidden or (128 if args.quick else 256)

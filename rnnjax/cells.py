@@ -743,7 +743,8 @@ def lru(
     Args:
       hidden_size: output features `H` per step.
       state_size: complex state dimension `N`; default `H`.
-      r_min, r_max: the ring of the eigenvalues' moduli at initialisation.
+      r_min: the inner radius of the ring of the eigenvalues' moduli at initialisation.
+      r_max: its outer radius.
       max_phase: the largest initial phase.
       input_init: initializer of `b_re`, `b_im` `(I, N)`, scaled by `1/sqrt(2 I)`
         (the paper's `B ~ N(0, 1/(2I))` per real part); default standard normal.

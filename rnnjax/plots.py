@@ -394,8 +394,8 @@ def gradient_norms_figure(
       >>> head = lambda hs: jnp.sum(hs[:, -1], axis=-1)
       >>> path = os.path.join(folder, "g.png")
       >>> written = plots.gradient_norms_figure(cell, params, xs, head, path)
-      >>> [os.path.basename(p) for p in written]
-      ['g.png', 'g.svg']
+      >>> " ".join(os.path.basename(p) for p in written)
+      'g.png g.svg'
     """
     from rnnjax.diagnostics import state_gradient_norms
 

@@ -55,7 +55,8 @@ def linear_recurrence(
     """Every state of `h_t = a_t * h_{t-1} + b_t` (elementwise) from `h_{-1} = initial`.
 
     Args:
-      a, b: `(T, N, ...)`, real or complex.
+      a: the factors `a_t`, `(T, N, ...)`, real or complex.
+      b: the terms `b_t`, shaped like `a`.
       initial: `(N, ...)`, the state before the first step processed.
       valid: optional `(T, N)` booleans; where False the step leaves the state as it is
         (`a = 1`, `b = 0`), the padding rule of `rnnjax.unroll`.

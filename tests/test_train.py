@@ -37,7 +37,7 @@ def test_training_beats_the_adding_baseline():
     after = history["eval"][-1]["loss"]
     assert before > 0.1 and after < 0.02, (before, after)  # baseline 1/6
     assert history["step"][-1] == 400 and int(state.step) == 400
-    assert len(history["loss"]) == len(history["grad_norm"]) == 8  # a read every 50 steps
+    assert len(history["loss"]) == len(history["grad_norm"]) == 9  # step 1, then every 50
     assert history["stopped"] == "num_steps" and history["seconds"] > 0
 
 
