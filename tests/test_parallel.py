@@ -12,9 +12,6 @@ import pytest
 
 from rnnjax import parallel
 
-# One worker runs this module, so that its subprocess fixture runs once.
-pytestmark = pytest.mark.xdist_group("parallel")
-
 WORKER = pathlib.Path(__file__).with_name("parallel_worker.py")
 
 
