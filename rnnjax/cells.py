@@ -848,18 +848,38 @@ class MinLSTMParams(NamedTuple):
     b: Array
 
 
-def _input_only_init(
-    blocks: int, hidden_size: int, input_init: Initializer, bias_init: Initializer
-) -> Callable[..., tuple[Array, Array]]:
-    def init(key: Array, input_size: int, dtype: Any = None) -> tuple[Array, Array]:
+def _input_gated_cell(
+    params_type: type,
+    blocks: int,
+    coefficients: Callable[[Any, Array], tuple[Array, Array]],
+    hidden_size: int,
+    input_init: Initializer,
+    bias_init: Initializer,
+) -> Cell:
+    """A cell whose step is `h' = a h + b`, `(a, b) = coefficients(params, x)`, with
+    parameters `params_type(w_ih (I, blocks H), b (blocks H,))`: minGRU and minLSTM."""
+    hidden_size = _checks.positive_int("hidden_size", hidden_size)
+    input_init = _check_initializer("input_init", input_init)
+    bias_init = _check_initializer("bias_init", bias_init)
+
+    def init(key: Array, input_size: int, dtype: Any = None) -> Any:
         input_size = _checks.positive_int("input_size", input_size)
         dtype, draw = _dtypes(dtype)
         k_input, k_bias = jax.random.split(key)
         w_ih = input_init(k_input, (input_size, blocks * hidden_size), draw)
         b = bias_init(k_bias, (blocks * hidden_size,), draw)
-        return w_ih.astype(dtype), b.astype(dtype)
+        return params_type(w_ih.astype(dtype), b.astype(dtype))
 
-    return init
+    def initial_state(params: Any, batch_shape: tuple[int, ...] = ()) -> Array:
+        return _batch_zeros(batch_shape, hidden_size, params.b.dtype)
+
+    def step(params: Any, state: Array, x: Array) -> tuple[Array, Array]:
+        _check_width("w_ih", params.w_ih, x)
+        a, b = coefficients(params, x)
+        h = a * state + b
+        return h, h
+
+    return Cell(init, initial_state, step)
 
 
 def min_gru_coefficients(params: MinGRUParams, x: Array) -> tuple[Array, Array]:
@@ -904,27 +924,9 @@ def min_gru(
     Returns:
       A `Cell` whose params are `MinGRUParams` and whose state is `h`, `(*batch, H)`.
     """
-    hidden_size = _checks.positive_int("hidden_size", hidden_size)
-    draw = _input_only_init(
-        2,
-        hidden_size,
-        _check_initializer("input_init", input_init),
-        _check_initializer("bias_init", bias_init),
+    return _input_gated_cell(
+        MinGRUParams, 2, min_gru_coefficients, hidden_size, input_init, bias_init
     )
-
-    def init(key: Array, input_size: int, dtype: Any = None) -> MinGRUParams:
-        return MinGRUParams(*draw(key, input_size, dtype))
-
-    def initial_state(params: MinGRUParams, batch_shape: tuple[int, ...] = ()) -> Array:
-        return _batch_zeros(batch_shape, hidden_size, params.b.dtype)
-
-    def step(params: MinGRUParams, state: Array, x: Array) -> tuple[Array, Array]:
-        _check_width("w_ih", params.w_ih, x)
-        a, b = min_gru_coefficients(params, x)
-        h = a * state + b
-        return h, h
-
-    return Cell(init, initial_state, step)
 
 
 def min_lstm(
@@ -954,27 +956,9 @@ def min_lstm(
     Returns:
       A `Cell` whose params are `MinLSTMParams` and whose state is `h`, `(*batch, H)`.
     """
-    hidden_size = _checks.positive_int("hidden_size", hidden_size)
-    draw = _input_only_init(
-        3,
-        hidden_size,
-        _check_initializer("input_init", input_init),
-        _check_initializer("bias_init", bias_init),
+    return _input_gated_cell(
+        MinLSTMParams, 3, min_lstm_coefficients, hidden_size, input_init, bias_init
     )
-
-    def init(key: Array, input_size: int, dtype: Any = None) -> MinLSTMParams:
-        return MinLSTMParams(*draw(key, input_size, dtype))
-
-    def initial_state(params: MinLSTMParams, batch_shape: tuple[int, ...] = ()) -> Array:
-        return _batch_zeros(batch_shape, hidden_size, params.b.dtype)
-
-    def step(params: MinLSTMParams, state: Array, x: Array) -> tuple[Array, Array]:
-        _check_width("w_ih", params.w_ih, x)
-        a, b = min_lstm_coefficients(params, x)
-        h = a * state + b
-        return h, h
-
-    return Cell(init, initial_state, step)
 
 
 def chrono_bias_init(max_length: int) -> Initializer:

@@ -173,7 +173,8 @@ def test_step_gradients_match_finite_differences(cell_name):
         new_state, h = cell.step(params, state, x)
         return jnp.sum(h**2) + sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(new_state))
 
-    check_grads(loss, (params, state, x), order=2, modes=("fwd", "rev"))
+    # First order here; second derivatives of whole sequences are checked in test_fused.
+    check_grads(loss, (params, state, x), order=1, modes=("fwd", "rev"))
 
 
 @pytest.mark.parametrize(

@@ -137,6 +137,7 @@ def test_diagnostics_of_cells_of_ones_own(make):
     assert "no w_ih, w_hh and b" in health.unavailable[0]
 
 
+@pytest.mark.parametrize("cell_name", ["rnn", "lstm"])  # one state array, and two
 def test_jacobian_norms_equal_explicit_jacobians(cell_name):
     cell = make_cell(cell_name, 3)
     params = random_params(cell, jax.random.key(0), 2)
