@@ -1,4 +1,4 @@
-"""rnnjax: vanilla RNN, LSTM and GRU cells as pure JAX functions.
+"""rnnjax: recurrent cells as pure JAX functions, from the vanilla RNN to minGRU.
 
 Build a cell, unroll it over a sequence with one `jax.lax.scan`, and take
 gradients through time::

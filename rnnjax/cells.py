@@ -1,4 +1,5 @@
-"""Recurrent cells: vanilla RNN, LSTM and GRU as pure functions.
+"""Recurrent cells as pure functions: vanilla RNN, LSTM, GRU and the later cures for vanishing
+gradients (IndRNN, expRNN, LRU, minGRU, minLSTM).
 
 The contract, shared by every cell (stated once here, as `stax` does)::
 
@@ -30,8 +31,8 @@ Without a `dtype`, `init` uses JAX's default float (float32, or float64 under
 This module holds the equations and nothing else: each cell once, as in its paper.
 A cell may also carry a whole-sequence implementation (`Cell.sequence`) that
 `rnnjax.unroll` runs in place of scanning `step`; the public constructors
-`rnnjax.rnn`, `rnnjax.lstm` and `rnnjax.gru` (`rnnjax.zoo`) attach the fast paths of
-`rnnjax.fused` to the equations here. The constructors of this module return cells
+(`rnnjax.rnn`, `rnnjax.lstm`, `rnnjax.gru` and the later cells, in `rnnjax.zoo`) attach
+the fast paths of `rnnjax.fused` and `rnnjax.scans` to the equations here. The constructors of this module return cells
 without one, which `unroll` scans step by step: the reference path.
 """
 

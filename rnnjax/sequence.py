@@ -70,8 +70,9 @@ def unroll(
         scratch blocks are cheaper for the host allocator to hand out (the
         performance page of the documentation measures when).
       fused: which path runs the sequence. `None` (the default) runs the cell's
-        whole-sequence implementation, `cell.sequence`, when it has one (the
-        built-in cells do: `rnnjax.fused`) and scans `cell.step` otherwise. `True`
+        whole-sequence implementation, `cell.sequence`, when it has one (every
+        cell of `rnnjax.CELLS` does: `rnnjax.fused`, `rnnjax.scans`) and scans
+        `cell.step` otherwise. `True`
         requires `cell.sequence` and raises `ValueError` for a cell without one.
         `False` runs the reference path: `cell.step` in a `lax.scan`,
         differentiated by JAX. Both paths are equal up to floating-point rounding,
