@@ -32,8 +32,9 @@ This module holds the equations and nothing else: each cell once, as in its pape
 A cell may also carry a whole-sequence implementation (`Cell.sequence`) that
 `rnnjax.unroll` runs in place of scanning `step`; the public constructors
 (`rnnjax.rnn`, `rnnjax.lstm`, `rnnjax.gru` and the later cells, in `rnnjax.zoo`) attach
-the fast paths of `rnnjax.fused` and `rnnjax.scans` to the equations here. The constructors of this module return cells
-without one, which `unroll` scans step by step: the reference path.
+the fast paths of `rnnjax.fused` and `rnnjax.scans` to the equations here. The
+constructors of this module return cells without one, which `unroll` scans step by
+step: the reference path.
 """
 
 from __future__ import annotations
