@@ -209,7 +209,7 @@ def state_gradient_norms(cell: Cell, params: Any, xs: Array, head: Head) -> Stat
       >>> from rnnjax.diagnostics import state_gradient_norms
       >>> cell = rnnjax.rnn(8)
       >>> params = cell.init(jax.random.key(0), 1)
-      >>> xs = jax.random.normal(jax.random.key(1), (4, 2000, 1))
+      >>> xs = jax.random.normal(jax.random.key(1), (4, 500, 1))
       >>> norms = state_gradient_norms(cell, params, xs, lambda hs: jnp.sum(hs[:, -1], axis=-1))
       >>> bool(jnp.isfinite(norms.state).all()), float(norms.state[-1]) > float(norms.state[0])
       (True, True)

@@ -389,7 +389,7 @@ def gradient_norms_figure(
       >>> from rnnjax import plots
       >>> cell = rnnjax.lstm(8)
       >>> params = cell.init(jax.random.key(0), 1)
-      >>> xs = jax.random.normal(jax.random.key(1), (4, 200, 1))
+      >>> xs = jax.random.normal(jax.random.key(1), (4, 50, 1))
       >>> folder = tempfile.mkdtemp()
       >>> head = lambda hs: jnp.sum(hs[:, -1], axis=-1)
       >>> path = os.path.join(folder, "g.png")
