@@ -191,6 +191,32 @@ def _check_initializer(name: str, initializer: Any) -> Initializer:
     return initializer
 
 
+def _dtypes(dtype: Any) -> tuple[Any, Any]:
+    """`(dtype, draw_dtype)`: the parameters' dtype (JAX's default float when None), and
+    the at-least-float32 dtype their initializers draw in (QR and friends have no
+    bfloat16 kernels)."""
+    dtype = _checks.floating_dtype("dtype", jnp.result_type(float) if dtype is None else dtype)
+    return dtype, jnp.promote_types(dtype, jnp.float32)
+
+
+def _batch_zeros(batch_shape: Any, size: int, dtype: Any) -> Array:
+    try:
+        batch_shape = tuple(_checks.positive_int("batch_shape", d) for d in batch_shape)
+    except TypeError:
+        raise TypeError(
+            f"batch_shape must be a tuple of positive integers, got {batch_shape!r}"
+        ) from None
+    return jnp.zeros((*batch_shape, size), dtype)
+
+
+def _draw(key: Array, dtype: Any, *parts: tuple[Initializer, tuple[int, ...]]) -> list[Array]:
+    """One array per `(initializer, shape)` in `parts`, each with its own key, drawn in at
+    least float32 and cast to `dtype` (JAX's default float when None)."""
+    dtype, draw = _dtypes(dtype)
+    keys = jax.random.split(key, len(parts))
+    return [init(k, shape, draw).astype(dtype) for k, (init, shape) in zip(keys, parts)]
+
+
 def _init_weights(
     key: Array,
     input_size: int,
@@ -209,8 +235,7 @@ def _init_weights(
     cast to `dtype`.
     """
     input_size = _checks.positive_int("input_size", input_size)
-    dtype = _checks.floating_dtype("dtype", jnp.result_type(float) if dtype is None else dtype)
-    draw_dtype = jnp.promote_types(dtype, jnp.float32)
+    dtype, draw_dtype = _dtypes(dtype)
     width = num_blocks * hidden_size
     k_input, k_recurrent, k_bias = jax.random.split(key, 3)
     w_ih = input_init(k_input, (input_size, width), draw_dtype)
@@ -227,14 +252,7 @@ def _init_weights(
 
 def _zeros(params: Any, batch_shape: Any) -> Array:
     """A zero state `(*batch_shape, H)` in the dtype of the recurrent weights."""
-    try:
-        batch_shape = tuple(_checks.positive_int("batch_shape", d) for d in batch_shape)
-    except TypeError:
-        raise TypeError(
-            f"batch_shape must be a tuple of positive integers, got {batch_shape!r}"
-        ) from None
-    hidden_size = params.w_hh.shape[0]
-    return jnp.zeros((*batch_shape, hidden_size), params.w_hh.dtype)
+    return _batch_zeros(batch_shape, params.w_hh.shape[0], params.w_hh.dtype)
 
 
 def _with_bias(y: Array, b: Array) -> Array:
@@ -469,24 +487,6 @@ def _along_last(v: Array, like: Array) -> Array:
     return jnp.reshape(v, (1,) * (like.ndim - 1) + v.shape)
 
 
-def _dtypes(dtype: Any) -> tuple[Any, Any]:
-    """`(dtype, draw_dtype)`: the parameters' dtype (JAX's default float when None), and
-    the at-least-float32 dtype their initializers draw in (QR and friends have no
-    bfloat16 kernels)."""
-    dtype = _checks.floating_dtype("dtype", jnp.result_type(float) if dtype is None else dtype)
-    return dtype, jnp.promote_types(dtype, jnp.float32)
-
-
-def _batch_zeros(batch_shape: Any, size: int, dtype: Any) -> Array:
-    try:
-        batch_shape = tuple(_checks.positive_int("batch_shape", d) for d in batch_shape)
-    except TypeError:
-        raise TypeError(
-            f"batch_shape must be a tuple of positive integers, got {batch_shape!r}"
-        ) from None
-    return jnp.zeros((*batch_shape, size), dtype)
-
-
 def _check_width(name: str, w: Array, x: Array) -> None:
     if jnp.ndim(x) < 1 or jnp.shape(x)[-1] != w.shape[0]:
         raise ValueError(
@@ -554,12 +554,14 @@ def indrnn(
 
     def init(key: Array, input_size: int, dtype: Any = None) -> IndRNNParams:
         input_size = _checks.positive_int("input_size", input_size)
-        dtype, draw = _dtypes(dtype)
-        k_input, k_recurrent, k_bias = jax.random.split(key, 3)
         return IndRNNParams(
-            input_init(k_input, (input_size, hidden_size), draw).astype(dtype),
-            recurrent_init(k_recurrent, (hidden_size,), draw).astype(dtype),
-            bias_init(k_bias, (hidden_size,), draw).astype(dtype),
+            *_draw(
+                key,
+                dtype,
+                (input_init, (input_size, hidden_size)),
+                (recurrent_init, (hidden_size,)),
+                (bias_init, (hidden_size,)),
+            )
         )
 
     def initial_state(params: IndRNNParams, batch_shape: tuple[int, ...] = ()) -> Array:
@@ -647,12 +649,14 @@ def exprnn(
 
     def init(key: Array, input_size: int, dtype: Any = None) -> ExpRNNParams:
         input_size = _checks.positive_int("input_size", input_size)
-        dtype, draw = _dtypes(dtype)
-        k_input, k_recurrent, k_bias = jax.random.split(key, 3)
         return ExpRNNParams(
-            input_init(k_input, (input_size, hidden_size), draw).astype(dtype),
-            recurrent_init(k_recurrent, (hidden_size, hidden_size), draw).astype(dtype),
-            bias_init(k_bias, (hidden_size,), draw).astype(dtype),
+            *_draw(
+                key,
+                dtype,
+                (input_init, (input_size, hidden_size)),
+                (recurrent_init, (hidden_size, hidden_size)),
+                (bias_init, (hidden_size,)),
+            )
         )
 
     def initial_state(params: ExpRNNParams, batch_shape: tuple[int, ...] = ()) -> Array:
@@ -866,11 +870,10 @@ def _input_gated_cell(
 
     def init(key: Array, input_size: int, dtype: Any = None) -> Any:
         input_size = _checks.positive_int("input_size", input_size)
-        dtype, draw = _dtypes(dtype)
-        k_input, k_bias = jax.random.split(key)
-        w_ih = input_init(k_input, (input_size, blocks * hidden_size), draw)
-        b = bias_init(k_bias, (blocks * hidden_size,), draw)
-        return params_type(w_ih.astype(dtype), b.astype(dtype))
+        width = blocks * hidden_size
+        return params_type(
+            *_draw(key, dtype, (input_init, (input_size, width)), (bias_init, (width,)))
+        )
 
     def initial_state(params: Any, batch_shape: tuple[int, ...] = ()) -> Array:
         return _batch_zeros(batch_shape, hidden_size, params.b.dtype)

@@ -49,6 +49,8 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
+from rnnjax.cells import _with_bias
+
 Array = jax.Array
 
 IN_LOOP_INPUT_MAX = 32
@@ -612,11 +614,6 @@ def _recurrent_product_jvp(primals: tuple, tangents: tuple) -> tuple[Array, Arra
 
 
 recurrent_product.defjvp(_recurrent_product_jvp, symbolic_zeros=True)
-
-
-def _with_bias(y: Array, b: Array) -> Array:
-    """`y + b` for `b` of shape `(N,)`, broadcast explicitly over `y`'s leading axes."""
-    return y + jnp.reshape(b, (1,) * (y.ndim - 1) + b.shape)
 
 
 def _gru_equations(params: Any, state: Array, x: Array) -> tuple[Array, Array]:
