@@ -22,14 +22,15 @@ those products, which this one never does).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from rnnjax import cells
-from rnnjax.fused import scan_step
+from rnnjax.fused import IN_LOOP_INPUT_MAX, _apply_to_rows, _is_zero, _sum, scan_step
 
 Array = jax.Array
 METHODS = ("auto", "parallel", "sequential")
@@ -113,13 +114,24 @@ def _finish(
     return final, jnp.swapaxes(outputs, 0, 1) if batch_major else outputs
 
 
+GATED_METHODS = ("auto", "fused", "parallel", "sequential")
+
+
 def input_gated_sequence(
-    coefficients: Callable[[Any, Array], tuple[Array, Array]], method: str = "auto"
+    kernel: "GateKernel", coefficients: Callable[[Any, Array], tuple[Array, Array]], method: str
 ) -> Callable[..., tuple[Any, Array]]:
     """The `Cell.sequence` of a cell whose step is `h' = a h + b`, `(a, b) =
     coefficients(params, x)`, and whose output is `h'`: minGRU and minLSTM.
-    `coefficients` runs once on the whole `(T, N, I)` input (one matmul)."""
-    _resolve(method)
+
+    `method="fused"` runs `gated_unroll` (one loop, gates computed inside it, a written
+    derivative: the fastest on a CPU); `"parallel"` and `"sequential"` compute `a` and
+    `b` for every step with one matmul (`coefficients` on the whole `(T, N, I)` input)
+    and then `linear_recurrence` with that method; `"auto"` takes `"fused"` on a CPU and
+    `"parallel"` elsewhere."""
+    if method not in GATED_METHODS:
+        raise ValueError(f"method must be one of {list(GATED_METHODS)}, got {method!r}")
+    if method == "auto":
+        method = "fused" if jax.default_backend() == "cpu" else "parallel"
 
     def sequence(
         params: Any,
@@ -131,6 +143,9 @@ def input_gated_sequence(
         unroll: int | bool | None,
         batch_major: bool,
     ) -> tuple[Array, Array]:
+        if method == "fused":
+            options = {"reverse": reverse, "unroll": 1 if unroll is None else unroll}
+            return gated_unroll(kernel, params, xs, state, valid, batch_major=batch_major, **options)
         a, b = coefficients(params, xs)
         states = linear_recurrence(a, b, state, valid, reverse=reverse, method=method)
         return _finish(states, states, valid, reverse, batch_major)
@@ -139,13 +154,13 @@ def input_gated_sequence(
 
 
 def min_gru_sequence(method: str = "auto") -> Callable[..., tuple[Any, Array]]:
-    """minGRU's whole-sequence implementation (see the module docstring)."""
-    return input_gated_sequence(cells.min_gru_coefficients, method)
+    """minGRU's whole-sequence implementation (see `input_gated_sequence`)."""
+    return input_gated_sequence(MIN_GRU_KERNEL, cells.min_gru_coefficients, method)
 
 
 def min_lstm_sequence(method: str = "auto") -> Callable[..., tuple[Any, Array]]:
-    """minLSTM's whole-sequence implementation (see the module docstring)."""
-    return input_gated_sequence(cells.min_lstm_coefficients, method)
+    """minLSTM's whole-sequence implementation (see `input_gated_sequence`)."""
+    return input_gated_sequence(MIN_LSTM_KERNEL, cells.min_lstm_coefficients, method)
 
 
 def lru_sequence(method: str = "auto") -> Callable[..., tuple[Any, Array]]:
@@ -245,3 +260,206 @@ def indrnn_sequence(activation: Callable[[Array], Array]) -> Callable[..., tuple
         return final, jnp.swapaxes(hs, 0, 1) if batch_major else hs
 
     return sequence
+
+# -- minGRU and minLSTM in one loop (the CPU path) -------------------------------------
+
+
+class GateKernel(NamedTuple):
+    """An input-gated cell's step, `h' = a h + b` with `(a, b)` from the step's input
+    alone, with the factors its linearisation multiplies by.
+
+    Attributes:
+      forward: `forward(pre, h) -> (h', a, slopes)`: `pre (N, G)` is the step's
+        projection `x W + b` (`G = blocks * H`), `h (N, H)` the state it reads; `a (N, H)`
+        is the recurrence's factor and `slopes (N, G)` the derivative of `h'` with
+        respect to each block of `pre`, so that the step's tangent is
+        `d h' = a d h + sum_k slopes_k * d pre_k`.
+      blocks: the number of `H`-wide blocks in `pre`.
+    """
+
+    forward: Callable[[Array, Array], tuple[Array, Array, Array]]
+    blocks: int
+
+
+def _candidate_and_slope(pre: Array) -> tuple[Array, Array]:
+    """`positive_candidate(pre)` and its derivative, sharing one sigmoid."""
+    sig = jax.nn.sigmoid(pre)
+    positive = pre >= 0
+    return jnp.where(positive, pre + 0.5, sig), jnp.where(positive, 1.0, sig * (1 - sig))
+
+
+def _min_gru_forward(pre: Array, h: Array) -> tuple[Array, Array, Array]:
+    # h' = (1 - z) h + z c:  d h' = (1 - z) d h + z (1 - z) (c - h) d z_pre + z c' d h_pre
+    z_pre, h_pre = jnp.split(pre, 2, axis=-1)
+    z = jax.nn.sigmoid(z_pre)
+    candidate, candidate_slope = _candidate_and_slope(h_pre)
+    a = 1 - z
+    new = a * h + z * candidate
+    return new, a, jnp.concatenate([z * a * (candidate - h), z * candidate_slope], axis=-1)
+
+
+def _min_lstm_forward(pre: Array, h: Array) -> tuple[Array, Array, Array]:
+    # h' = (f h + i c) / (f + i):  d h'/d f = (h - h') / (f + i),
+    # d h'/d i = (c - h') / (f + i),  d h'/d c = i / (f + i)
+    f_pre, i_pre, h_pre = jnp.split(pre, 3, axis=-1)
+    f, i = jax.nn.sigmoid(f_pre), jax.nn.sigmoid(i_pre)
+    candidate, candidate_slope = _candidate_and_slope(h_pre)
+    total = f + i
+    a, input_share = f / total, i / total
+    new = a * h + input_share * candidate
+    slopes = [
+        f * (1 - f) * (h - new) / total,
+        i * (1 - i) * (candidate - new) / total,
+        input_share * candidate_slope,
+    ]
+    return new, a, jnp.concatenate(slopes, axis=-1)
+
+
+MIN_GRU_KERNEL = GateKernel(_min_gru_forward, 2)
+MIN_LSTM_KERNEL = GateKernel(_min_lstm_forward, 3)
+
+
+def _project(x: Array, w: Array) -> Array:
+    """`x @ w` for `x (..., I)`. With one input feature, a broadcast multiply: XLA fuses
+    it into the elementwise work around it, and its derivative with respect to `w` into
+    a reduction, where a matmul's transpose first writes the whole product."""
+    if x.shape[-1] == 1:
+        return x * w.reshape((1,) * (x.ndim - 1) + w.shape[-1:])
+    return _apply_to_rows(lambda rows: rows @ w, x) if x.ndim > 2 else x @ w
+
+
+def _gated_loop(
+    kernel: GateKernel,
+    params: Any,
+    xs: Array,
+    state: Array,
+    valid: Array | None,
+    *,
+    reverse: bool,
+    unroll: int | bool,
+    residuals: bool,
+) -> tuple[Array, tuple]:
+    """One `lax.scan` over the steps: `(final, (hs, a, slopes))`, or `(final, (hs,))`
+    without `residuals`. Each step projects its own input (narrow inputs; wide ones are
+    projected by one matmul before the loop, as in `rnnjax.fused`). Past a sequence's
+    end the state stays, the output is zero, `a = 1` and the slopes are zero."""
+    in_loop = xs.shape[-1] <= IN_LOOP_INPUT_MAX
+    step_inputs = xs if in_loop else _project(xs, params.w_ih)
+
+    def body(h: Array, inputs: tuple) -> tuple[Array, tuple]:
+        x_t, valid_t = inputs
+        pre = (_project(x_t, params.w_ih) if in_loop else x_t) + params.b[None, :]
+        new, a, slopes = kernel.forward(pre, h)
+        new = new.astype(h.dtype)
+        out = new
+        if valid_t is not None:
+            keep = valid_t[:, None]
+            new, out = jnp.where(keep, new, h), jnp.where(keep, new, 0)
+            a, slopes = jnp.where(keep, a, 1), jnp.where(keep, slopes, 0)
+        return new, (out, a, slopes) if residuals else (out,)
+
+    return jax.lax.scan(body, state, (step_inputs, valid), reverse=reverse, unroll=unroll)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 5, 6, 7))
+def _gated(
+    kernel: GateKernel,
+    params: Any,
+    xs: Array,
+    state: Array,
+    valid: Array | None,
+    reverse: bool,
+    unroll: int | bool,
+    batch_major: bool,
+) -> tuple[Array, Array]:
+    # Values only (nothing differentiates): the loop saves nothing but the outputs.
+    final, (hs,) = _gated_loop(
+        kernel, params, xs, state, valid, reverse=reverse, unroll=unroll, residuals=False
+    )
+    return final, jnp.swapaxes(hs, 0, 1) if batch_major else hs
+
+
+def _gated_jvp(
+    kernel: GateKernel,
+    reverse: bool,
+    unroll: int | bool,
+    batch_major: bool,
+    primals: tuple,
+    tangents: tuple,
+) -> tuple[tuple[Array, Array], tuple[Array, Array]]:
+    params, xs, state, valid = primals
+    d_params, d_xs, d_state, _ = tangents
+    final, (hs, a, slopes) = _gated_loop(
+        kernel, params, xs, state, valid, reverse=reverse, unroll=unroll, residuals=True
+    )
+    # The projections' tangents for every step at once, then the part of each step's
+    # tangent that does not depend on the state: u_t = sum_k slopes_k * d pre_k.
+    d_pre = _sum(
+        [
+            None if _is_zero(d_xs) else _project(d_xs, params.w_ih),
+            None if _is_zero(d_params.w_ih) else _project(xs, d_params.w_ih),
+            None if _is_zero(d_params.b) else d_params.b.reshape(1, 1, -1),
+        ]
+    )
+    if d_pre is None:
+        u = jnp.zeros_like(hs)
+    else:
+        weighted = slopes * d_pre
+        u = jnp.sum(weighted.reshape(*hs.shape[:-1], kernel.blocks, -1), axis=-2)
+    d_state = jnp.zeros_like(state) if _is_zero(d_state) else d_state
+
+    # The linearised recurrence d h_t = a_t d h_{t-1} + u_t, elementwise; JAX transposes
+    # it for `jax.grad` into a reverse scan of the same form.
+    def tangent_body(d_h: Array, inputs: tuple) -> tuple[Array, Array]:
+        a_t, u_t, valid_t = inputs
+        d_h = a_t * d_h + u_t
+        return d_h, d_h if valid_t is None else jnp.where(valid_t[:, None], d_h, 0)
+
+    d_final, d_hs = jax.lax.scan(
+        tangent_body, d_state, (a, u, valid), reverse=reverse, unroll=unroll
+    )
+    if batch_major:
+        hs, d_hs = jnp.swapaxes(hs, 0, 1), jnp.swapaxes(d_hs, 0, 1)
+    return (final, hs), (d_final, d_hs)
+
+
+_gated.defjvp(_gated_jvp, symbolic_zeros=True)
+
+
+def gated_unroll(
+    kernel: GateKernel,
+    params: Any,
+    xs: Array,
+    state: Array,
+    valid: Array | None = None,
+    *,
+    reverse: bool = False,
+    unroll: int | bool = 1,
+    batch_major: bool = False,
+) -> tuple[Array, Array]:
+    """minGRU or minLSTM over a time-major sequence in one loop, with a written derivative.
+
+    The CPU path of these cells. There, the recurrence itself (a multiply-add per
+    element and step) costs little; the time goes into passes over `(T, N, G)` arrays
+    around it, each written to fresh memory: the projections, the gates, `a` and `b`,
+    and what autodiff saves of them. Here the forward pass is one loop whose steps
+    compute their gates from their own inputs and save the outputs and the factors of
+    their linearisation (`GateKernel`). The derivative is a `jax.custom_jvp` whose
+    tangent is the elementwise recurrence `d h_t = a_t d h_{t-1} + u_t`; JAX transposes
+    it for `jax.grad` (a reverse scan, then one fused reduction per weight), and
+    `jax.jvp` and second derivatives work as well.
+
+    Args:
+      kernel: `MIN_GRU_KERNEL` or `MIN_LSTM_KERNEL`.
+      params: the cell's parameters (`w_ih (I, G)`, `b (G,)`).
+      xs: inputs `(T, N, I)`.
+      state: `h (N, H)`.
+      valid: optional `(T, N)` booleans, the padding rule of `rnnjax.unroll`.
+      reverse: run from the last step to the first.
+      unroll: steps per loop iteration, as in `lax.scan`.
+      batch_major: return `hs` as `(N, T, H)`.
+
+    Returns:
+      `(final_state, hs)`, equal to scanning the cell's `step` up to rounding.
+    """
+    return _gated(kernel, params, xs, state, valid, reverse, unroll, batch_major)
