@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from rnnjax import __version__, _files, checkpoint, parallel, report, vanishing
+from rnnjax import __version__, _files, checkpoint, distributed, parallel, report, vanishing
 from rnnjax.checkpoint import CheckpointError
 from rnnjax.runs import CHECKPOINT_FILE, CHOICES, TrainConfig, train
 from rnnjax.train import NonFiniteError
@@ -191,6 +191,35 @@ def _build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="start afresh in a DIR that holds a run"
     )
     train_parser.add_argument("--no-progress", action="store_true", help="no progress output")
+    processes = train_parser.add_argument_group(
+        "several processes (hosts)",
+        "Start the same command in every process, each with its own --process-id; the "
+        "batch is split over the devices of all of them and process 0 writes DIR. The "
+        "variables RNNJAX_COORDINATOR, RNNJAX_NUM_PROCESSES and RNNJAX_PROCESS_ID stand "
+        "for the first three flags.",
+    )
+    processes.add_argument(
+        "--coordinator", metavar="HOST:PORT", help="address of process 0, the same in every process"
+    )
+    processes.add_argument(
+        "--num-processes", type=_positive_int, metavar="N", help="how many processes take part"
+    )
+    processes.add_argument(
+        "--process-id", type=int, metavar="I", help="this process's id, 0..N-1"
+    )
+    processes.add_argument(
+        "--cluster-auto",
+        action="store_true",
+        help="take all three from the cluster scheduler's environment (Slurm, Open MPI)",
+    )
+    processes.add_argument(
+        "--join-timeout",
+        type=_positive_int,
+        default=distributed.DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="seconds to wait for every process to join, and for a process that stops "
+        f"answering before the others stop (default {distributed.DEFAULT_TIMEOUT})",
+    )
     plot_parser = commands.add_parser(
         "plot",
         help="draw a run's learning curves",
@@ -220,15 +249,43 @@ def _use_cpu_cores(parser: argparse.ArgumentParser, count: int) -> None:
         parser.exit(2, f"rnnjax train: error: {error}\n")
 
 
-def _auto_devices(batch_size: int) -> int:
+def _auto_devices(batch_size: int, several_processes: bool = False) -> int:
     """Every device JAX has (on a CPU, one per core): the most that divide the batch. In a
-    process where JAX has already started (a notebook), the devices it started with."""
-    with contextlib.suppress(RuntimeError):  # JAX started already: keep its devices
-        parallel.use_cpu_cores()  # before JAX starts; on an accelerator its devices come first
+    process where JAX has already started (a notebook), the devices it started with. Of
+    several processes, the devices of all of them, each process with JAX's own local
+    devices (one per process on CPUs: run one process per core or per host)."""
+    if not several_processes:
+        with contextlib.suppress(RuntimeError):  # JAX started already: keep its devices
+            parallel.use_cpu_cores()  # before JAX starts; on an accelerator its devices first
     import jax
 
     count = len(jax.devices())
     return max(d for d in range(1, count + 1) if batch_size % d == 0)
+
+
+PROCESS_OPTIONS = ("coordinator", "num_processes", "process_id", "cluster_auto", "join_timeout")
+
+
+def _join_processes(parser: argparse.ArgumentParser, args: argparse.Namespace) -> bool:
+    """Joins the other processes when the flags or the environment name several; returns
+    whether it did. Runs before JAX's first computation."""
+    try:
+        settings = distributed.settings_from_environment(
+            args.coordinator, args.num_processes, args.process_id
+        )
+    except ValueError as error:
+        parser.exit(2, f"rnnjax train: error: {error}\n")
+    if not args.cluster_auto and all(value is None for value in settings):
+        return False
+    if not args.cluster_auto and settings[1] == 1 and settings[2] in (None, 0):
+        return False  # one process: nothing to join
+    try:
+        distributed.initialize(*settings, auto=args.cluster_auto, timeout=args.join_timeout)
+    except ValueError as error:
+        parser.exit(2, f"rnnjax train: error: {error}\n")
+    except RuntimeError as error:
+        parser.exit(1, f"rnnjax train: error: {error}\n")
+    return True
 
 
 def _check_out(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -260,8 +317,9 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     given = {
         k: v
         for k, v in vars(args).items()
-        if k not in ("command", "out", "resume", "overwrite", "no_progress")
+        if k not in ("command", "out", "resume", "overwrite", "no_progress", *PROCESS_OPTIONS)
     }
+    several = _join_processes(parser, args)
     try:
         if args.resume:
             saved = checkpoint.load_config(os.path.join(args.out, CHECKPOINT_FILE))
@@ -272,14 +330,13 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             devices = given.pop("devices", "auto")
             config = TrainConfig(**given)  # every other option checked before JAX starts
             if devices == "auto":
-                devices = _auto_devices(config.batch_size)
+                devices = _auto_devices(config.batch_size, several)
             config = dataclasses.replace(config, devices=devices)
-        if config.devices > 1:
+        if config.devices > 1 and not several:
             _use_cpu_cores(parser, config.devices)
         _make_out(parser, args.out)
-        metrics = train(
-            config, args.out, resume=args.resume, progress=False if args.no_progress else None
-        )
+        quiet = args.no_progress or not distributed.is_writer()
+        metrics = train(config, args.out, resume=args.resume, progress=False if quiet else None)
     except (ValueError, CheckpointError) as error:
         parser.exit(2, f"rnnjax train: error: {error}\n")
     except OSError as error:  # a full disk, a folder made read-only while training

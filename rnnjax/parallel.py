@@ -190,10 +190,26 @@ def shard_batch(batch: Any, mesh: Mesh | None) -> Any:
 
 
 def replicate(tree: Any, mesh: Mesh | None) -> Any:
-    """Outside jit: places `tree` on every device of the mesh."""
+    """Outside jit: places `tree` on every device of the mesh.
+
+    With a mesh over several processes, each process places its own copy on its own
+    devices (`jax.make_array_from_callback`), so `tree` must hold the same values in
+    every process, as a run's initial state, its checkpoint and its data do."""
     if mesh is None:
         return tree
-    return jax.device_put(tree, replicated(mesh))
+    sharding = replicated(mesh)
+    if sharding.is_fully_addressable:
+        return jax.device_put(tree, sharding)
+    return jax.tree.map(lambda leaf: _replicated_global(leaf, sharding), tree)
+
+
+def _replicated_global(leaf: Any, sharding: NamedSharding) -> jax.Array:
+    """One array of a multi-process replicated tree, from this process's copy."""
+    if jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key):
+        data = _replicated_global(jax.random.key_data(leaf), sharding)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
+    host = np.asarray(leaf)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
 def keep_replicated(tree: Any, mesh: Mesh | None) -> Any:

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import jax
 import optax
 
-from rnnjax import _files, checkpoint, parallel, zoo
+from rnnjax import _files, checkpoint, distributed, parallel, zoo
 from rnnjax.models import Model, sequence_model
 from rnnjax.tasks import TASKS, Task, TaskData, get_task, load_data, split_data
 from rnnjax.train import (
@@ -210,6 +210,7 @@ class Run(NamedTuple):
     batches: Batches
     evaluate: Callable[[Any], dict]
     test_data: TaskData
+    mesh: Any = None
 
 
 def make_cell(config: TrainConfig):
@@ -278,6 +279,7 @@ def build(config: TrainConfig, cell: Any = None) -> Run:
         batches=batches,
         evaluate=parallel.on_mesh(make_evaluate(model, task, test_data), mesh),
         test_data=test_data,
+        mesh=mesh,
     )
 
 
@@ -322,13 +324,16 @@ def train(
                 "resume must keep the saved configuration except steps; changed: "
                 + ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
             )
-        state = checkpoint.load(checkpoint_path, run.state)
+        # Every process reads the checkpoint, and places it as the fresh state is placed.
+        state = parallel.replicate(checkpoint.load(checkpoint_path, run.state), run.mesh)
         metrics_path = os.path.join(out_dir, METRICS_FILE)
         if os.path.isfile(metrics_path):
             with open(metrics_path) as file:
                 previous = json.load(file)
+    # Of several processes, process 0 writes the files; all of them train.
+    writing = bool(out_dir) and distributed.is_writer()
     stream = None
-    if out_dir:
+    if writing:
         os.makedirs(out_dir, exist_ok=True)
         stream = _metrics_stream(os.path.join(out_dir, METRICS_STREAM), int(state.step))
 
@@ -352,7 +357,7 @@ def train(
         callback=callback,
         progress=progress,
         log=log if stream is not None else None,
-        save=save if out_dir else None,
+        save=save if writing else None,
     )
     if stream is not None:
         stream.close()
@@ -373,6 +378,6 @@ def train(
         "config": config.to_dict(),
         "history": history,
     }
-    if out_dir:
+    if writing:
         _files.write_json(os.path.join(out_dir, METRICS_FILE), metrics)
     return metrics

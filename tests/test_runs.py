@@ -74,10 +74,10 @@ def test_config_errors(changes, match):
 )
 def test_cli_fused_flag_reaches_the_config(flag, want):
     """Without the flag rnnjax chooses per cell (`TrainConfig.fused = None`)."""
-    from rnnjax.cli import _build_parser
+    from rnnjax.cli import PROCESS_OPTIONS, _build_parser
 
     args = vars(_build_parser().parse_args(["train", "--out", "x", *flag]))
-    skip = ("command", "out", "resume", "overwrite", "no_progress", "devices")
+    skip = ("command", "out", "resume", "overwrite", "no_progress", "devices", *PROCESS_OPTIONS)
     given = {k: v for k, v in args.items() if k not in skip}
     assert TrainConfig(**given).fused is want
 
