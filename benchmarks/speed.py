@@ -4,7 +4,7 @@
     python benchmarks/speed.py --quick --out results/speed-quick
     python benchmarks/speed.py --report-only --out benchmarks/results/speed
 
-Four measurements, written to `speed.json` and `speed.md` in --out:
+Five measurements, written to `speed.json` and `speed.md` in --out:
 
 1. **Training step and inference** per shape `(B, T, I, H)` and cell, float32:
    one training step is `value_and_grad` of the mean squared error between the
@@ -19,7 +19,10 @@ Four measurements, written to `speed.json` and `speed.md` in --out:
 2. **Achieved GFLOP/s** of each training step (`6 B T (I + H) G` for `G` gate
    units: forward and two backward matmuls) against a large matmul measured here.
 3. **Compile time** of rnnjax's training step at T = 100 and T = 10,000.
-4. **Memory and time against T** for an LSTM (B = 16, H = 64, I = 1) trained
+4. **Long sequences**: the training step of every cell of `rnnjax.zoo` (but the vanilla
+   RNN) at T = 1,000, 10,000 and 100,000 and equal hidden size, each cell's default path
+   on one device, interleaved, with the GRU's and the LSTM's time over each cell's.
+5. **Memory and time against T** for an LSTM (B = 16, H = 64, I = 1) trained
    with and without gradient checkpointing (`checkpoint_every ~ sqrt(T)`), each
    configuration in its own process, peak resident memory read from the OS.
 
@@ -60,14 +63,28 @@ FULL_SHAPES = [
     ("rnn", (32, 1000, 1, 128)),
     ("rnn", (64, 200, 64, 256)),
     ("lstm", (16, 10000, 1, 64)),
+    ("indrnn", (32, 1000, 1, 128)),
+    ("exprnn", (32, 1000, 1, 128)),
+    ("lru", (32, 1000, 1, 128)),
+    ("min_gru", (32, 1000, 1, 128)),
+    ("min_lstm", (32, 1000, 1, 128)),
 ]
 QUICK_SHAPES = [
     ("lstm", (32, 200, 1, 128)),
     ("gru", (32, 200, 1, 128)),
     ("rnn", (32, 200, 1, 128)),
+    ("min_gru", (32, 200, 1, 128)),
 ]
+# The long-sequence table: training-step time of every cell at equal hidden size, one
+# device, each cell's default path, interleaved. `(B, T, I, H)` and timing rounds.
+LONG_CELLS = ("gru", "lstm", "indrnn", "exprnn", "lru", "min_gru", "min_lstm")
+FULL_LONG_SHAPES = [((32, 1000, 1, 128), 5), ((16, 10000, 1, 64), 5), ((16, 100000, 1, 64), 3)]
+QUICK_LONG_SHAPES = [((32, 1000, 1, 128), 3), ((16, 10000, 1, 64), 3)]
 FULL_MEMORY_LENGTHS = (1000, 10000, 100000)
 QUICK_MEMORY_LENGTHS = (1000, 10000)
+# Gate blocks of the cells whose steps multiply the state by a matrix (`6 B T (I + H) G H`
+# FLOPs per training step); the later cells' recurrences are elementwise (or, for
+# expRNN, one `H x H` product), so the report gives no GFLOP/s for them.
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 DEFAULT = "rnnjax default path"
 SPLIT = "rnnjax over the cores"
@@ -280,6 +297,8 @@ def implementations(cell_name, shape):
         impls[names[2]] = lambda: rnnjax_impl(
             cell_name, shape, fused=other_fused, split=True, checkpoint_every=chunk
         )
+    if cell_name not in GATES:  # the later cells: no peer has them
+        return impls
     if _installed("flax"):
         impls["Flax linen"] = lambda: flax_impl(cell_name, shape)
         if cell_name == "lstm":
@@ -334,16 +353,35 @@ def measure_shape(cell_name, shape, rounds):
         built[name] = (train_step, forward)
     medians = interleaved_median_ms(built, rounds)
     batch, length, inputs, hidden = shape
-    flops = 6 * batch * length * (inputs + hidden) * GATES[cell_name] * hidden
+    flops = 6 * batch * length * (inputs + hidden) * GATES.get(cell_name, 0) * hidden
     return {
         name: {
             "train_ms": train_ms,
             "forward_ms": forward_ms,
             "first_call_s": first_call[name],
-            "train_gflops": flops / (train_ms / 1000) / 1e9,
+            "train_gflops": flops / (train_ms / 1000) / 1e9 if flops else None,
         }
         for name, (train_ms, forward_ms) in medians.items()
     }
+
+
+def long_sequence_table(shapes) -> list[dict]:
+    """Training-step milliseconds of every cell in `LONG_CELLS` at each shape: each
+    cell's default path on one device, compiled and warmed up, then timed in
+    interleaved rounds (median)."""
+    rows = []
+    for shape, rounds in shapes:
+        print(f"long sequences {shape} ...", flush=True)
+        calls = {}
+        for cell_name in LONG_CELLS:
+            train_step, _ = rnnjax_impl(cell_name, shape, fused=None)
+            train_step()
+            calls[cell_name] = (train_step,)
+        medians = interleaved_median_ms(calls, rounds)
+        train_ms = {name: ms[0] for name, ms in medians.items()}
+        print("  " + ", ".join(f"{n} {ms:.1f} ms" for n, ms in train_ms.items()), flush=True)
+        rows.append({"shape": list(shape), "rounds": rounds, "train_ms": train_ms})
+    return rows
 
 
 def matmul_peak_gflops(size=2048, repeats=7) -> float:
@@ -583,6 +621,57 @@ def entry(res: dict, names: tuple[str, ...]) -> dict | None:
     return next((res[n] for n in names if n in res), None)
 
 
+LONG_NAMES = {
+    "gru": "GRU",
+    "lstm": "LSTM",
+    "indrnn": "IndRNN",
+    "exprnn": "expRNN",
+    "lru": "LRU",
+    "min_gru": "minGRU",
+    "min_lstm": "minLSTM",
+}
+
+
+def long_sequence_lines(rows: list[dict]) -> list[str]:
+    """Markdown lines of the long-sequence table: milliseconds per training step, then
+    the GRU's and the LSTM's time over each cell's (above 1: that cell is faster)."""
+    if not rows:
+        return []
+    cells = [c for c in LONG_CELLS if c in rows[0]["train_ms"]]
+    names = [LONG_NAMES[c] for c in cells]
+    lines = [
+        "",
+        "## Long sequences: training step of every cell at equal hidden size, milliseconds",
+        "",
+        "Each cell's default path on one device (`value_and_grad` of the same loss as "
+        "above), interleaved rounds, median.",
+        "",
+        "| (B, T, I, H) | " + " | ".join(names) + " |",
+        "|---" * (len(cells) + 1) + "|",
+    ]
+    for row in rows:
+        ms = row["train_ms"]
+        lines.append(
+            f"| {tuple(row['shape'])} | " + " | ".join(f"{ms[c]:.1f}" for c in cells) + " |"
+        )
+    for reference in ("gru", "lstm"):
+        lines += [
+            "",
+            f"{LONG_NAMES[reference]}'s time over each cell's (above 1: that cell trains faster):",
+            "",
+            "| (B, T, I, H) | " + " | ".join(names) + " |",
+            "|---" * (len(cells) + 1) + "|",
+        ]
+        for row in rows:
+            ms = row["train_ms"]
+            lines.append(
+                f"| {tuple(row['shape'])} | "
+                + " | ".join(f"{ms[reference] / ms[c]:.2f}" for c in cells)
+                + " |"
+            )
+    return lines
+
+
 def markdown(results: dict) -> str:
     meta = results["meta"]
     lines = [
@@ -647,10 +736,13 @@ def markdown(results: dict) -> str:
     for row in results["shapes"]:
         res = row["results"]
         cells = [
-            f"{entry(res, pair)['train_gflops']:.1f}" if entry(res, pair) else "–"
+            f"{entry(res, pair)['train_gflops']:.1f}"
+            if entry(res, pair) and entry(res, pair)["train_gflops"] is not None
+            else "–"
             for _, pair in cols
         ]
         lines.append(f"| {row['cell']} {tuple(row['shape'])} | " + " | ".join(cells) + " |")
+    lines += long_sequence_lines(results.get("long_sequences", []))
     compile_times = results["compile_seconds"]
     lines += [
         "",
@@ -727,6 +819,9 @@ def main() -> int:
                 flush=True,
             )
         results["shapes"].append({"cell": cell_name, "shape": list(shape), "results": measured})
+    results["long_sequences"] = long_sequence_table(
+        QUICK_LONG_SHAPES if args.quick else FULL_LONG_SHAPES
+    )
     results["compile_seconds"] = {length: compile_seconds(length) for length in (100, 10000)}
     print(f"compile seconds: {results['compile_seconds']}", flush=True)
     results["memory"] = memory_table(QUICK_MEMORY_LENGTHS if args.quick else FULL_MEMORY_LENGTHS)

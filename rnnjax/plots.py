@@ -31,6 +31,11 @@ COLOURS = {
     "gru": "#2ca02c",
     "lstm-fb0": "#9467bd",
     "lstm-chrono": "#ff7f0e",
+    "indrnn": "#8c564b",
+    "exprnn": "#e377c2",
+    "lru": "#7f7f7f",
+    "min_gru": "#bcbd22",
+    "min_lstm": "#17becf",
 }
 LABELS = {
     "rnn": "vanilla RNN",
@@ -38,6 +43,11 @@ LABELS = {
     "gru": "GRU",
     "lstm-fb0": "LSTM (forget bias 0)",
     "lstm-chrono": "LSTM (chrono init)",
+    "indrnn": "IndRNN",
+    "exprnn": "expRNN",
+    "lru": "LRU",
+    "min_gru": "minGRU",
+    "min_lstm": "minLSTM",
 }
 TASK_TITLES = {"adding": "adding problem", "copy": "copy memory", "recall": "recall first value"}
 

@@ -23,7 +23,7 @@ def test_speed_smoke():
     shape = (2, 6, 3, 4)
     rows = [
         {"cell": cell, "shape": list(shape), "results": speed.measure_shape(cell, shape, rounds=1)}
-        for cell in ("lstm", "gru")
+        for cell in ("lstm", "gru", "min_gru")
     ]
     # Beside the default (the cell's `sequence`), the reference path.
     for row in rows:
@@ -31,7 +31,11 @@ def test_speed_smoke():
     for row in rows:
         for timing in row["results"].values():
             assert timing["train_ms"] > 0 and timing["forward_ms"] > 0
-            assert timing["train_gflops"] > 0
+            if row["cell"] in speed.GATES:
+                assert timing["train_gflops"] > 0
+    assert set(rows[2]["results"]) <= {n for n in rows[0]["results"] if n.startswith("rnnjax")}
+    long_rows = speed.long_sequence_table([((2, 8, 1, 4), 1)])
+    assert set(long_rows[0]["train_ms"]) == set(speed.LONG_CELLS)
     memory = speed.memory_worker(length=40, chunk=6, repeats=1)
     assert memory["checkpoint_every"] == 6 and memory["peak_rss_mb"] > 0
     # As on a machine with several cores: the split column and its two ratios.
@@ -43,12 +47,22 @@ def test_speed_smoke():
     results = {
         "meta": {**speed.versions(), "rounds": 1, "matmul_peak_gflops": 1.0, "jax_cpu_devices": 2},
         "shapes": rows,
+        "long_sequences": long_rows,
         "compile_seconds": {10: 0.5, 20: 0.6},
         "memory": [memory],
     }
     report = speed.markdown(results)
-    for heading in ("Training step", "Inference", "each peer", "GFLOP/s", "Compile time", "Memory"):
+    for heading in (
+        "Training step",
+        "Inference",
+        "each peer",
+        "GFLOP/s",
+        "Long sequences",
+        "Compile time",
+        "Memory",
+    ):
         assert heading in report
+    assert "| min_gru (2, 6, 3, 4) |" in report and "| (2, 8, 1, 4) |" in report
     assert "| lstm (2, 6, 3, 4) |" in report and "1.20x" in report
     assert f"| {speed.SPLIT} / best JAX peer |" in report and "(2 JAX CPU devices)" in report
     assert "| rnnjax default path | rnnjax other path |" in report
