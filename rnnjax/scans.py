@@ -269,15 +269,16 @@ class GateKernel(NamedTuple):
     alone, with the factors its linearisation multiplies by.
 
     Attributes:
-      forward: `forward(pre, h) -> (h', a, slopes)`: `pre (N, G)` is the step's
-        projection `x W + b` (`G = blocks * H`), `h (N, H)` the state it reads; `a (N, H)`
-        is the recurrence's factor and `slopes (N, G)` the derivative of `h'` with
-        respect to each block of `pre`, so that the step's tangent is
-        `d h' = a d h + sum_k slopes_k * d pre_k`.
-      blocks: the number of `H`-wide blocks in `pre`.
+      forward: `forward(pre, h) -> (h', a, slopes)`: `pre` is the step's projection
+        `x W + b` as a tuple of `blocks` arrays `(N, H)` (one per gate block, kept apart:
+        XLA's CPU compiler makes slow loop code of slices of one `(N, G)` array), `h
+        (N, H)` the state it reads; `a (N, H)` is the recurrence's factor and `slopes`
+        the derivatives of `h'` with respect to each block of `pre`, a tuple like `pre`,
+        so that the step's tangent is `d h' = a d h + sum_k slopes_k * d pre_k`.
+      blocks: the number of gate blocks.
     """
 
-    forward: Callable[[Array, Array], tuple[Array, Array, Array]]
+    forward: Callable[[tuple, Array], tuple[Array, Array, tuple]]
     blocks: int
 
 
@@ -288,35 +289,41 @@ def _candidate_and_slope(pre: Array) -> tuple[Array, Array]:
     return jnp.where(positive, pre + 0.5, sig), jnp.where(positive, 1.0, sig * (1 - sig))
 
 
-def _min_gru_forward(pre: Array, h: Array) -> tuple[Array, Array, Array]:
+def _min_gru_forward(pre: tuple, h: Array) -> tuple[Array, Array, tuple]:
     # h' = (1 - z) h + z c:  d h' = (1 - z) d h + z (1 - z) (c - h) d z_pre + z c' d h_pre
-    z_pre, h_pre = jnp.split(pre, 2, axis=-1)
+    z_pre, h_pre = pre
     z = jax.nn.sigmoid(z_pre)
     candidate, candidate_slope = _candidate_and_slope(h_pre)
     a = 1 - z
     new = a * h + z * candidate
-    return new, a, jnp.concatenate([z * a * (candidate - h), z * candidate_slope], axis=-1)
+    return new, a, (z * a * (candidate - h), z * candidate_slope)
 
 
-def _min_lstm_forward(pre: Array, h: Array) -> tuple[Array, Array, Array]:
+def _min_lstm_forward(pre: tuple, h: Array) -> tuple[Array, Array, tuple]:
     # h' = (f h + i c) / (f + i):  d h'/d f = (h - h') / (f + i),
     # d h'/d i = (c - h') / (f + i),  d h'/d c = i / (f + i)
-    f_pre, i_pre, h_pre = jnp.split(pre, 3, axis=-1)
+    f_pre, i_pre, h_pre = pre
     f, i = jax.nn.sigmoid(f_pre), jax.nn.sigmoid(i_pre)
     candidate, candidate_slope = _candidate_and_slope(h_pre)
     total = f + i
     a, input_share = f / total, i / total
     new = a * h + input_share * candidate
-    slopes = [
+    slopes = (
         f * (1 - f) * (h - new) / total,
         i * (1 - i) * (candidate - new) / total,
         input_share * candidate_slope,
-    ]
-    return new, a, jnp.concatenate(slopes, axis=-1)
+    )
+    return new, a, slopes
 
 
 MIN_GRU_KERNEL = GateKernel(_min_gru_forward, 2)
 MIN_LSTM_KERNEL = GateKernel(_min_lstm_forward, 3)
+
+
+def _blocks(a: Array, blocks: int) -> tuple[Array, ...]:
+    """The `blocks` equal slices of `a` along its last axis."""
+    width = a.shape[-1] // blocks
+    return tuple(a[..., k * width : (k + 1) * width] for k in range(blocks))
 
 
 def _project(x: Array, w: Array) -> Array:
@@ -340,22 +347,25 @@ def _gated_loop(
     residuals: bool,
 ) -> tuple[Array, tuple]:
     """One `lax.scan` over the steps: `(final, (hs, a, slopes))`, or `(final, (hs,))`
-    without `residuals`. Each step projects its own input (narrow inputs; wide ones are
-    projected by one matmul before the loop, as in `rnnjax.fused`). Past a sequence's
-    end the state stays, the output is zero, `a = 1` and the slopes are zero."""
+    without `residuals`. Each step projects its own input, block by block (narrow
+    inputs; wide ones are projected by one matmul per block before the loop, as in
+    `rnnjax.fused`). Past a sequence's end the state stays, the output is zero, `a = 1`
+    and the slopes are zero."""
+    weights = _blocks(params.w_ih, kernel.blocks)
+    biases = tuple(b[None, :] for b in _blocks(params.b, kernel.blocks))
     in_loop = xs.shape[-1] <= IN_LOOP_INPUT_MAX
-    step_inputs = xs if in_loop else _project(xs, params.w_ih)
+    step_inputs = xs if in_loop else tuple(_project(xs, w) for w in weights)
 
     def body(h: Array, inputs: tuple) -> tuple[Array, tuple]:
         x_t, valid_t = inputs
-        pre = (_project(x_t, params.w_ih) if in_loop else x_t) + params.b[None, :]
-        new, a, slopes = kernel.forward(pre, h)
+        projected = tuple(x_t @ w for w in weights) if in_loop else x_t
+        new, a, slopes = kernel.forward(tuple(p + b for p, b in zip(projected, biases)), h)
         new = new.astype(h.dtype)
         out = new
         if valid_t is not None:
             keep = valid_t[:, None]
-            new, out = jnp.where(keep, new, h), jnp.where(keep, new, 0)
-            a, slopes = jnp.where(keep, a, 1), jnp.where(keep, slopes, 0)
+            new, out, a = jnp.where(keep, new, h), jnp.where(keep, new, 0), jnp.where(keep, a, 1)
+            slopes = tuple(jnp.where(keep, s, 0) for s in slopes)
         return new, (out, a, slopes) if residuals else (out,)
 
     return jax.lax.scan(body, state, (step_inputs, valid), reverse=reverse, unroll=unroll)
@@ -392,20 +402,25 @@ def _gated_jvp(
     final, (hs, a, slopes) = _gated_loop(
         kernel, params, xs, state, valid, reverse=reverse, unroll=unroll, residuals=True
     )
-    # The projections' tangents for every step at once, then the part of each step's
-    # tangent that does not depend on the state: u_t = sum_k slopes_k * d pre_k.
-    d_pre = _sum(
-        [
-            None if _is_zero(d_xs) else _project(d_xs, params.w_ih),
-            None if _is_zero(d_params.w_ih) else _project(xs, d_params.w_ih),
-            None if _is_zero(d_params.b) else d_params.b.reshape(1, 1, -1),
-        ]
-    )
-    if d_pre is None:
-        u = jnp.zeros_like(hs)
-    else:
-        weighted = slopes * d_pre
-        u = jnp.sum(weighted.reshape(*hs.shape[:-1], kernel.blocks, -1), axis=-2)
+    # The projections' tangents for every step at once, block by block, then the part
+    # of each step's tangent that does not depend on the state: u_t = sum_k slopes_k *
+    # d pre_k.
+    weights = _blocks(params.w_ih, kernel.blocks)
+    d_weights = None if _is_zero(d_params.w_ih) else _blocks(d_params.w_ih, kernel.blocks)
+    d_biases = None if _is_zero(d_params.b) else _blocks(d_params.b, kernel.blocks)
+    terms = []
+    for k, slope in enumerate(slopes):
+        d_pre = _sum(
+            [
+                None if _is_zero(d_xs) else _project(d_xs, weights[k]),
+                None if d_weights is None else _project(xs, d_weights[k]),
+                None if d_biases is None else d_biases[k].reshape(1, 1, -1),
+            ]
+        )
+        if d_pre is not None:
+            terms.append(slope * d_pre)
+    u = _sum(terms)
+    u = jnp.zeros_like(hs) if u is None else u
     d_state = jnp.zeros_like(state) if _is_zero(d_state) else d_state
 
     # The linearised recurrence d h_t = a_t d h_{t-1} + u_t, elementwise; JAX transposes
