@@ -15,6 +15,7 @@ gradients through time::
 from rnnjax import (
     checkpoint,
     diagnostics,
+    distributed,
     fused,
     interop,
     losses,
@@ -71,6 +72,7 @@ __all__ = [
     "checkpoint",
     "chrono_bias_init",
     "diagnostics",
+    "distributed",
     "exprnn",
     "fused",
     "gru",

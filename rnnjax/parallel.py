@@ -20,17 +20,13 @@ gives JAX one CPU device per core, and each device then runs its share of the
 batch on its own core. XLA runs the small matrix product of each recurrent step
 on one core whatever the machine has, so this is how rnnjax uses a second core.
 
-Several hosts: start the same program on every host, after
-
-    jax.distributed.initialize(coordinator_address="host0:1234",
-                               num_processes=N, process_id=i)
-
-The mesh then spans every process's devices (`jax.devices()`), each process
-computes its own slice of every global batch inside the compiled step, and the
-batches, being functions of `(key, step)`, are the same on every host. To feed
-batches from the host instead, give each process its own shard with
-`process_shard` and assemble the global array with
-`jax.make_array_from_process_local_data`.
+Several processes or hosts: `rnnjax.distributed.initialize` (or `rnnjax train
+--coordinator HOST:PORT --num-processes N --process-id I`) first, in every process;
+the mesh then spans every process's devices (`jax.devices()`), each process computes
+its own slice of every global batch inside the compiled step, and the batches, being
+functions of `(key, step)`, are the same on every host. To feed batches from the host
+instead, give each process its own shard with `process_shard` and assemble the global
+array with `jax.make_array_from_process_local_data`.
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ class TrainConfig:
 
     Attributes:
       task: one of `rnnjax.tasks.TASKS`: seed, recall, adding, copy, order.
-      cell: a name in `rnnjax.CELLS`: rnn, lstm or gru.
+      cell: a name in `rnnjax.CELLS` (rnn, lstm, gru, indrnn, exprnn, lru, min_gru, min_lstm).
       length: the task's sequence length `T`.
       hidden: hidden units per layer.
       layers: recurrent layers.
