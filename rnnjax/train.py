@@ -59,7 +59,18 @@ class TrainState(NamedTuple):
 
 
 class NonFiniteError(FloatingPointError):
-    """Raised by `fit` when the loss or the gradient stops being finite."""
+    """Raised by `fit` when the loss or the gradient stops being finite.
+
+    Attributes:
+      step: the first step found non-finite.
+      history: `fit`'s history up to that step (its records are all finite but for
+        the evaluation that found it, if an evaluation did).
+    """
+
+    def __init__(self, message: str, step: int | None = None, history: dict | None = None):
+        super().__init__(message)
+        self.step = step
+        self.history = history
 
 
 def init_state(params: Any, optimizer: optax.GradientTransformation, key: Array) -> TrainState:
@@ -408,7 +419,9 @@ def fit(
             raise NonFiniteError(
                 f"non-finite loss or gradient at step {first + bad[0]} (loss {worst['loss']}, "
                 f"gradient norm {worst['grad_norm']}); training stopped. "
-                f"Last good checkpoint: {last_saved}"
+                f"Last good checkpoint: {last_saved}",
+                step=first + bad[0],
+                history=history,
             )
         history["step"].append(step)
         history["loss"].append(float(sum(m["loss"] for m in metrics) / len(metrics)))
@@ -464,7 +477,9 @@ def fit(
                 display.close(step)
                 raise NonFiniteError(
                     f"non-finite evaluation loss at step {step}; training stopped. "
-                    f"Last good checkpoint: {last_saved}"
+                    f"Last good checkpoint: {last_saved}",
+                    step=step,
+                    history=history,
                 )
             if target_loss is not None and last_eval <= target_loss:
                 history["stopped"] = "target"

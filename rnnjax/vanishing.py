@@ -231,22 +231,37 @@ def run_one(
         )
         return False
 
+    # The last state whose loss, gradients and evaluation were finite: where a run
+    # diverges (its loss becomes NaN or infinite), its final measurements are taken there.
+    last_good = {"state": run.state}
+
+    def keep(state: train.TrainState) -> str:
+        last_good["state"] = state
+        return f"memory (step {int(state.step)})"
+
     started = time.perf_counter()
-    state, history = train.fit(
-        run.state,
-        run.train_step,
-        run.batches,
-        num_steps=study.steps,
-        evaluate=run.evaluate,
-        eval_every=study.eval_every,
-        log_every=study.eval_every,
-        target_loss=threshold,
-        callback=on_evaluation,
-        progress=sys.stderr.isatty(),  # the study logs one line per run elsewhere
-    )
+    diverged_at = None
+    try:
+        state, history = train.fit(
+            run.state,
+            run.train_step,
+            run.batches,
+            num_steps=study.steps,
+            evaluate=run.evaluate,
+            eval_every=study.eval_every,
+            log_every=study.eval_every,
+            target_loss=threshold,
+            callback=on_evaluation,
+            progress=sys.stderr.isatty(),  # the study logs one line per run elsewhere
+            save=keep,
+            save_every=study.eval_every,
+        )
+    except train.NonFiniteError as error:
+        diverged_at, history, state = error.step, error.history, last_good["state"]
+        history["eval"] = [e for e in history["eval"] if np.isfinite(e["loss"])]
     seconds = time.perf_counter() - started
-    final = history["eval"][-1]
-    status = classify(task_name, final["loss"], baseline)
+    final = history["eval"][-1] if history["eval"] else run.evaluate(state.params)
+    status = "failed" if diverged_at is not None else classify(task_name, final["loss"], baseline)
     record = {
         "task": task_name,
         "variant": variant,
@@ -258,7 +273,8 @@ def run_one(
         "baseline_loss": baseline,
         "solved_below": threshold,
         "steps_to_solve": int(state.step) if status == "solved" else None,
-        "steps": int(state.step),
+        "steps": int(state.step) if diverged_at is None else diverged_at,
+        "diverged_at_step": diverged_at,
         "seconds": seconds,
         "eval": history["eval"],
         "diagnostics": {
@@ -269,7 +285,8 @@ def run_one(
     }
     log(
         f"  {task_name:<6} T={length:<5} {variant:<11} seed {seed}: {status:<7} "
-        f"test loss {final['loss']:.4g} (baseline {baseline:.4g}) at step {int(state.step)}, "
+        + (f"(diverged at step {diverged_at}) " if diverged_at is not None else "")
+        + f"test loss {final['loss']:.4g} (baseline {baseline:.4g}) at step {int(state.step)}, "
         f"{seconds:.0f}s; horizon {at_init['horizon']} -> "
         f"{record['diagnostics']['final']['horizon']}"
     )

@@ -192,3 +192,28 @@ def test_merge_adds_runs_made_elsewhere(tmp_path, capsys):
     capsys.readouterr()
     assert main(argv(first, "0,1", "--resume", "--merge", other)) == 0
     assert "0 runs to do (2 done)" in capsys.readouterr().err
+
+
+def test_a_diverging_run_is_recorded_as_failed_and_the_study_goes_on():
+    """A run whose loss stops being finite (IndRNN's unbounded recurrence under a huge
+    learning rate) is recorded, measured at its last finite state, and does not stop the
+    study."""
+    study = vanishing.StudyConfig(
+        tasks=("adding",),
+        variants=("indrnn", "gru"),
+        lengths=(100,),
+        seeds=(0,),
+        steps=60,
+        lr=1000.0,
+        eval_every=20,
+        test_size=32,
+        probe_size=4,
+    )
+    lines = []
+    records = vanishing.run_study(study, log=lines.append)["runs"]
+    indrnn = next(r for r in records if r["variant"] == "indrnn")
+    assert indrnn["status"] == "failed" and indrnn["diverged_at_step"] is not None
+    assert indrnn["steps"] == indrnn["diverged_at_step"]
+    assert all(np.isfinite(e["loss"]) for e in indrnn["eval"])
+    assert "diverged at step" in "\n".join(lines)
+    assert len(records) == 2
