@@ -31,6 +31,7 @@ import jax.numpy as jnp
 
 from rnnjax import cells
 from rnnjax.fused import IN_LOOP_INPUT_MAX, _apply_to_rows, _is_zero, _sum, scan_step
+from rnnjax.sequence import checkpointed
 
 Array = jax.Array
 METHODS = ("auto", "parallel", "sequential")
@@ -116,6 +117,31 @@ def _finish(
 
 GATED_METHODS = ("auto", "fused", "parallel", "sequential")
 
+CHUNK_BYTES = 3 * 2**20
+"""How much gate-wide data one chunk of the fused minGRU/minLSTM loop covers: see
+`chunk_steps`."""
+
+
+def chunk_steps(values_per_step: int, dtype: Any, num_steps: int) -> int:
+    """The steps per chunk of the fused loop (`input_gated_sequence`): about as many as
+    fill `CHUNK_BYTES` with `values_per_step` gate values (`N * G`) per step (at least
+    16), taken as a divisor of `num_steps` within a factor 2 of that where there is one,
+    so that no shorter last chunk (and no copy of the outputs to join it) follows.
+
+    The sequence runs as an outer `lax.scan` over chunks, each under `jax.checkpoint`
+    (`rnnjax.sequence.checkpointed`): what a chunk saves for its derivative is then a few
+    megabytes, which the allocator hands back at every chunk and the caches hold, instead
+    of `(T, N, G)` arrays written to fresh memory, whose page faults are most of the
+    cost of a long sequence on a CPU. The backward pass re-runs each chunk's forward
+    loop, which costs less than it saves (measured on the performance page).
+    """
+    per_step = max(1, values_per_step) * jnp.dtype(dtype).itemsize
+    target = max(16, CHUNK_BYTES // per_step)
+    divisors = [k for k in range(max(1, target // 2), 2 * target + 1) if num_steps % k == 0]
+    if not divisors:
+        return target
+    return min(divisors, key=lambda k: max(k / target, target / k))
+
 
 def input_gated_sequence(
     kernel: "GateKernel", coefficients: Callable[[Any, Array], tuple[Array, Array]], method: str
@@ -124,7 +150,7 @@ def input_gated_sequence(
     coefficients(params, x)`, and whose output is `h'`: minGRU and minLSTM.
 
     `method="fused"` runs `gated_unroll` (one loop, gates computed inside it, a written
-    derivative: the fastest on a CPU); `"parallel"` and `"sequential"` compute `a` and
+    derivative: the fastest on a CPU) over chunks of `chunk_steps` steps; `"parallel"` and `"sequential"` compute `a` and
     `b` for every step with one matmul (`coefficients` on the whole `(T, N, I)` input)
     and then `linear_recurrence` with that method; `"auto"` takes `"fused"` on a CPU and
     `"parallel"` elsewhere."""
@@ -144,8 +170,17 @@ def input_gated_sequence(
         batch_major: bool,
     ) -> tuple[Array, Array]:
         if method == "fused":
-            options = {"reverse": reverse, "unroll": 1 if unroll is None else unroll}
-            return gated_unroll(kernel, params, xs, state, valid, batch_major=batch_major, **options)
+            steps = 1 if unroll is None else unroll
+
+            def run(params: Any, state: Array, xs: Array, valid: Array | None) -> tuple:
+                return gated_unroll(kernel, params, xs, state, valid, reverse=reverse, unroll=steps)
+
+            chunk = chunk_steps(xs.shape[1] * kernel.blocks * state.shape[-1], xs.dtype, xs.shape[0])
+            if chunk < xs.shape[0]:
+                final, hs = checkpointed(run, params, state, xs, valid, chunk=chunk, reverse=reverse)
+            else:
+                final, hs = run(params, state, xs, valid)
+            return final, jnp.swapaxes(hs, 0, 1) if batch_major else hs
         a, b = coefficients(params, xs)
         states = linear_recurrence(a, b, state, valid, reverse=reverse, method=method)
         return _finish(states, states, valid, reverse, batch_major)

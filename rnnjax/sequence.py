@@ -177,7 +177,7 @@ def unroll(
             return scan_step(cell.step, params, xs, state, valid, reverse=reverse, unroll=steps)
 
     if chunked:
-        run = functools.partial(_checkpointed, run, chunk=checkpoint_every, reverse=reverse)
+        run = functools.partial(checkpointed, run, chunk=checkpoint_every, reverse=reverse)
     mesh = parallel.ambient_batch_mesh(flat)
     if mesh is not None:
         run = _split_over_batch(run, mesh, outputs_batch_major=batch_major)
@@ -221,7 +221,7 @@ def _split_over_batch(
     return split_run
 
 
-def _checkpointed(
+def checkpointed(
     run: Callable[..., tuple[Any, Array]],
     params: Any,
     state: Any,
@@ -231,7 +231,8 @@ def _checkpointed(
     chunk: int,
     reverse: bool,
 ) -> tuple[Any, Array]:
-    """`run` over chunks of `chunk` steps, each under `jax.checkpoint`.
+    """`run(params, state, xs (T, N, I), valid) -> (state, hs (T, N, H))` over chunks of
+    `chunk` steps, each under `jax.checkpoint`.
 
     An outer `lax.scan` walks the chunks, so autodiff saves only each chunk's
     starting state; the backward pass re-runs a chunk's forward pass to get its

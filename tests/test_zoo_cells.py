@@ -211,3 +211,27 @@ def test_fused_input_gated_path_second_derivatives_and_input_widths(name, inputs
 
     for got, want in zip(jax.tree.leaves(derivatives(True)), jax.tree.leaves(derivatives(False))):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_fused_input_gated_path_in_chunks(monkeypatch, reverse):
+    """A sequence longer than one chunk: chunks of 16 steps under `jax.checkpoint`, and
+    a shorter last one (41 = 2 x 16 + 9), padded; equal to the reference path."""
+    monkeypatch.setattr(scans, "CHUNK_BYTES", 1)
+    assert scans.chunk_steps(1, jnp.float64, 41) == 16
+    cell = rnnjax.make_cell("min_gru", H)
+    params = random_params(cell, jax.random.key(15), I, scale=0.3)
+    xs = random_inputs(jax.random.key(16), (B, 41, I))
+    options = dict(reverse=reverse, lengths=jnp.array([41, 3, 25]))
+    want = outputs_and_grads(cell, params, xs, fused=False, **options)
+    got = outputs_and_grads(cell, params, xs, fused=True, **options)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-10)
+
+
+def test_chunk_steps_prefers_a_divisor_of_the_length():
+    megabyte = 2**20 // 8  # float64 values per step
+    assert scans.chunk_steps(32 * 256, jnp.float32, 1000) == 100  # target 96
+    assert scans.chunk_steps(16 * 128, jnp.float32, 10000) == 400  # target 384
+    assert scans.chunk_steps(16 * 128, jnp.float32, 10007) == 384  # a prime: no divisor
+    assert scans.chunk_steps(megabyte, jnp.float64, 5) == 16  # never below 16 steps
