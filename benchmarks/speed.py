@@ -638,7 +638,18 @@ def long_sequence_lines(rows: list[dict]) -> list[str]:
     if not rows:
         return []
     cells = [c for c in LONG_CELLS if c in rows[0]["train_ms"]]
-    names = [LONG_NAMES[c] for c in cells]
+
+    def table(value) -> list[str]:
+        """One row per shape, one column per cell: `value(train_ms, cell)`."""
+        head = "| (B, T, I, H) | " + " | ".join(LONG_NAMES[c] for c in cells) + " |"
+        body = [
+            f"| {tuple(row['shape'])} | "
+            + " | ".join(value(row["train_ms"], c) for c in cells)
+            + " |"
+            for row in rows
+        ]
+        return [head, "|---" * (len(cells) + 1) + "|", *body]
+
     lines = [
         "",
         "## Long sequences: training step of every cell at equal hidden size, milliseconds",
@@ -646,29 +657,15 @@ def long_sequence_lines(rows: list[dict]) -> list[str]:
         "Each cell's default path on one device (`value_and_grad` of the same loss as "
         "above), interleaved rounds, median.",
         "",
-        "| (B, T, I, H) | " + " | ".join(names) + " |",
-        "|---" * (len(cells) + 1) + "|",
+        *table(lambda ms, c: f"{ms[c]:.1f}"),
     ]
-    for row in rows:
-        ms = row["train_ms"]
-        lines.append(
-            f"| {tuple(row['shape'])} | " + " | ".join(f"{ms[c]:.1f}" for c in cells) + " |"
-        )
     for reference in ("gru", "lstm"):
         lines += [
             "",
             f"{LONG_NAMES[reference]}'s time over each cell's (above 1: that cell trains faster):",
             "",
-            "| (B, T, I, H) | " + " | ".join(names) + " |",
-            "|---" * (len(cells) + 1) + "|",
+            *table(lambda ms, c, r=reference: f"{ms[r] / ms[c]:.2f}"),
         ]
-        for row in rows:
-            ms = row["train_ms"]
-            lines.append(
-                f"| {tuple(row['shape'])} | "
-                + " | ".join(f"{ms[reference] / ms[c]:.2f}" for c in cells)
-                + " |"
-            )
     return lines
 
 
