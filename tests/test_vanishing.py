@@ -195,6 +195,7 @@ def test_merge_adds_runs_made_elsewhere(tmp_path, capsys):
     assert "0 runs to do (2 done)" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_diverging_run_is_recorded_as_failed_and_the_study_goes_on():
     """A run whose loss stops being finite (IndRNN's unbounded recurrence under a huge
     learning rate) is recorded, measured at its last finite state, and does not stop the
