@@ -63,12 +63,14 @@ def measure_processes(processes: int, args: argparse.Namespace) -> dict | None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    env = dict(
+        os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1"
+    )
     base = [arg for arg in sys.argv[1:]]
+    child = [sys.executable, __file__, *base, "--child-processes", str(processes)]
     children = [
         subprocess.Popen(
-            [sys.executable, __file__, *base, "--child-processes", str(processes),
-             "--process-id", str(i), "--port", str(port)],  # fmt: skip
+            [*child, "--process-id", str(i), "--port", str(port)],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

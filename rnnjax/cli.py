@@ -204,9 +204,7 @@ def _build_parser() -> argparse.ArgumentParser:
     processes.add_argument(
         "--num-processes", type=_positive_int, metavar="N", help="how many processes take part"
     )
-    processes.add_argument(
-        "--process-id", type=int, metavar="I", help="this process's id, 0..N-1"
-    )
+    processes.add_argument("--process-id", type=int, metavar="I", help="this process's id, 0..N-1")
     processes.add_argument(
         "--cluster-auto",
         action="store_true",

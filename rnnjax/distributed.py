@@ -96,7 +96,9 @@ def check_settings(coordinator: str | None, num_processes: int | None, process_i
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"the coordinator address must be HOST:PORT, got {coordinator!r}")
     if isinstance(num_processes, bool) or not isinstance(num_processes, int) or num_processes < 1:
-        raise ValueError(f"the number of processes must be a positive integer, got {num_processes!r}")
+        raise ValueError(
+            f"the number of processes must be a positive integer, got {num_processes!r}"
+        )
     if isinstance(process_id, bool) or not isinstance(process_id, int):
         raise ValueError(f"the process id must be an integer, got {process_id!r}")
     if not 0 <= process_id < num_processes:
@@ -152,8 +154,10 @@ def initialize(
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     # JAX's runtime ends the process (SIGABRT, a C++ stack trace) when the others do not
     # join in time; this watchdog ends it first, with one line that says what to check.
-    where = "from the cluster's environment" if auto else (
-        f"at {coordinator} as process {process_id} of {num_processes}"
+    where = (
+        "from the cluster's environment"
+        if auto
+        else (f"at {coordinator} as process {process_id} of {num_processes}")
     )
     watchdog = threading.Timer(timeout, _give_up, (f"joining {where}", timeout))
     watchdog.daemon = True

@@ -37,9 +37,16 @@ Array = jax.Array
 METHODS = ("auto", "parallel", "sequential")
 
 
+def _check_method(method: str, methods: tuple[str, ...] = METHODS) -> str:
+    """`method`, checked; resolving `"auto"` waits for the call (it asks which backend
+    JAX runs on, which would start JAX's runtime when a cell is only being built)."""
+    if method not in methods:
+        raise ValueError(f"method must be one of {list(methods)}, got {method!r}")
+    return method
+
+
 def _resolve(method: str) -> str:
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    _check_method(method)
     if method == "auto":
         return "sequential" if jax.default_backend() == "cpu" else "parallel"
     return method
@@ -144,20 +151,18 @@ def chunk_steps(values_per_step: int, dtype: Any, num_steps: int) -> int:
 
 
 def input_gated_sequence(
-    kernel: "GateKernel", coefficients: Callable[[Any, Array], tuple[Array, Array]], method: str
+    kernel: GateKernel, coefficients: Callable[[Any, Array], tuple[Array, Array]], method: str
 ) -> Callable[..., tuple[Any, Array]]:
     """The `Cell.sequence` of a cell whose step is `h' = a h + b`, `(a, b) =
     coefficients(params, x)`, and whose output is `h'`: minGRU and minLSTM.
 
     `method="fused"` runs `gated_unroll` (one loop, gates computed inside it, a written
-    derivative: the fastest on a CPU) over chunks of `chunk_steps` steps; `"parallel"` and `"sequential"` compute `a` and
-    `b` for every step with one matmul (`coefficients` on the whole `(T, N, I)` input)
-    and then `linear_recurrence` with that method; `"auto"` takes `"fused"` on a CPU and
-    `"parallel"` elsewhere."""
-    if method not in GATED_METHODS:
-        raise ValueError(f"method must be one of {list(GATED_METHODS)}, got {method!r}")
-    if method == "auto":
-        method = "fused" if jax.default_backend() == "cpu" else "parallel"
+    derivative: the fastest on a CPU) over chunks of `chunk_steps` steps; `"parallel"`
+    and `"sequential"` compute `a` and `b` for every step with one matmul
+    (`coefficients` on the whole `(T, N, I)` input) and then `linear_recurrence` with
+    that method; `"auto"` takes `"fused"` on a CPU and `"parallel"` elsewhere, decided
+    when the sequence is traced."""
+    _check_method(method, GATED_METHODS)
 
     def sequence(
         params: Any,
@@ -169,20 +174,27 @@ def input_gated_sequence(
         unroll: int | bool | None,
         batch_major: bool,
     ) -> tuple[Array, Array]:
-        if method == "fused":
+        chosen = method
+        if chosen == "auto":
+            chosen = "fused" if jax.default_backend() == "cpu" else "parallel"
+        if chosen == "fused":
             steps = 1 if unroll is None else unroll
 
             def run(params: Any, state: Array, xs: Array, valid: Array | None) -> tuple:
                 return gated_unroll(kernel, params, xs, state, valid, reverse=reverse, unroll=steps)
 
-            chunk = chunk_steps(xs.shape[1] * kernel.blocks * state.shape[-1], xs.dtype, xs.shape[0])
+            chunk = chunk_steps(
+                xs.shape[1] * kernel.blocks * state.shape[-1], xs.dtype, xs.shape[0]
+            )
             if chunk < xs.shape[0]:
-                final, hs = checkpointed(run, params, state, xs, valid, chunk=chunk, reverse=reverse)
+                final, hs = checkpointed(
+                    run, params, state, xs, valid, chunk=chunk, reverse=reverse
+                )
             else:
                 final, hs = run(params, state, xs, valid)
             return final, jnp.swapaxes(hs, 0, 1) if batch_major else hs
         a, b = coefficients(params, xs)
-        states = linear_recurrence(a, b, state, valid, reverse=reverse, method=method)
+        states = linear_recurrence(a, b, state, valid, reverse=reverse, method=chosen)
         return _finish(states, states, valid, reverse, batch_major)
 
     return sequence
@@ -203,7 +215,7 @@ def lru_sequence(method: str = "auto") -> Callable[..., tuple[Any, Array]]:
     complex diagonal recurrence by `linear_recurrence`, then `Re(s C) + x D` for every
     step in one matmul each. The complex numbers are computed in complex dtype (at least
     complex64) and returned as `LRUState(re, im)` in the parameters' dtype."""
-    _resolve(method)
+    _check_method(method)
 
     def sequence(
         params: cells.LRUParams,
@@ -295,6 +307,7 @@ def indrnn_sequence(activation: Callable[[Array], Array]) -> Callable[..., tuple
         return final, jnp.swapaxes(hs, 0, 1) if batch_major else hs
 
     return sequence
+
 
 # -- minGRU and minLSTM in one loop (the CPU path) -------------------------------------
 

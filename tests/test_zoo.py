@@ -1,6 +1,10 @@
 """`rnnjax.zoo`: the public constructors join the equations and their fast path; cells
 by name."""
 
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -49,3 +53,24 @@ def test_cells_are_named_in_one_place():
     from rnnjax import runs
 
     assert runs.CELLS == tuple(zoo.CELLS) == tuple(rnnjax.CELLS)
+
+
+def test_building_a_cell_does_not_start_jax():
+    """Cells are built before `use_cpu_cores` or `jax.distributed.initialize`, which must
+    come before JAX starts its runtime; no constructor may start it."""
+    code = (
+        "import rnnjax\n"
+        "cells = [rnnjax.make_cell(name, 4) for name in rnnjax.CELLS]\n"
+        "rnnjax.parallel.use_cpu_cores(2)\n"
+        "import jax\n"
+        "print(jax.local_device_count('cpu'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "2"

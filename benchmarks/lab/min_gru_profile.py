@@ -108,11 +108,15 @@ def markdown(results):
         lines.append(
             f"| {name} | " + " | ".join(f"{row['ms'][name]:.1f}" for row in results["rows"]) + " |"
         )
-    lines += ["", "GRU / minGRU (fused), the issue's ratio: " + ", ".join(
-        f"{tuple(row['shape'])}: "
-        f"{row['ms']['GRU training step'] / row['ms']['minGRU training step, fused']:.2f}x"
-        for row in results["rows"]
-    )]
+    lines += [
+        "",
+        "GRU / minGRU (fused), the issue's ratio: "
+        + ", ".join(
+            f"{tuple(row['shape'])}: "
+            f"{row['ms']['GRU training step'] / row['ms']['minGRU training step, fused']:.2f}x"
+            for row in results["rows"]
+        ),
+    ]
     return "\n".join(lines) + "\n"
 
 
