@@ -131,16 +131,16 @@ def test_a_killed_process_ends_the_other_and_leaves_the_checkpoint_intact(tmp_pa
         (["--num-processes", "2"], "missing: coordinator, process_id"),
     ],
 )
-def test_wrong_settings_are_one_line(tmp_path, flags, message):
-    done = subprocess.run(
-        [sys.executable, "-m", "rnnjax", "train", *flags, "--out", str(tmp_path / "x")],
-        capture_output=True,
-        text=True,
-        env=environment(),
-        timeout=TIMEOUT,
-    )
-    assert done.returncode == 2
-    assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+def test_wrong_settings_are_one_line(tmp_path, capsys, monkeypatch, flags, message):
+    from rnnjax.cli import main
+
+    for variable in distributed.ENVIRONMENT.values():
+        monkeypatch.delenv(variable, raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", *flags, "--out", str(tmp_path / "x")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
 
 
 def test_settings_come_from_the_environment():

@@ -186,8 +186,10 @@ def test_linear_recurrence_methods_agree():
         scans.linear_recurrence(a, b, initial, method="magic")
 
 
-@pytest.mark.parametrize("name", ["min_gru", "min_lstm"])
-@pytest.mark.parametrize("inputs", [1, 40])  # a broadcast multiply; a matmul before the loop
+@pytest.mark.parametrize(
+    ("name", "inputs"),
+    [("min_gru", 1), ("min_lstm", 40)],  # projected in the loop; by one matmul before it
+)
 def test_fused_input_gated_path_second_derivatives_and_input_widths(name, inputs):
     """The fused loop's written derivative against the reference path in float64:
     gradients with respect to the parameters, inputs and initial state, and a
@@ -213,7 +215,7 @@ def test_fused_input_gated_path_second_derivatives_and_input_widths(name, inputs
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("reverse", [True])  # the harder direction: the short chunk first
 def test_fused_input_gated_path_in_chunks(monkeypatch, reverse):
     """A sequence longer than one chunk: chunks of 16 steps under `jax.checkpoint`, and
     a shorter last one (41 = 2 x 16 + 9), padded; equal to the reference path."""
