@@ -288,6 +288,7 @@ def test_fused_forward_mode_equals_reference(cell_name, with_lengths):
     assert_trees_close(run(True), run(False))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell_name", ["lstm", "gru"])  # a kernel and a scan
 def test_fused_second_derivatives_equal_reference(cell_name):
     """Forward over reverse (a Hessian-vector product) and reverse over reverse."""

@@ -161,6 +161,7 @@ def token_model(num_layers=2):
 PROMPT = jnp.array([[1, 2, 3, 4], [8, 0, 5, 5]])
 
 
+@pytest.mark.slow
 def test_greedy_generation_equals_rereading_the_growing_sequence():
     model, params = token_model()
     generated = model.generate(params, PROMPT, num_steps=3, temperature=0.0)

@@ -49,6 +49,7 @@ def test_train_step_compiles_once():
     assert int(state.step) == 3 and bool(metrics["finite"])
 
 
+@pytest.mark.slow
 def test_step_uses_the_batch_of_its_step_and_the_documented_optimizer():
     """One step by hand (batch from fold_in(key, step), optax update) equals the compiled step."""
     task, model, optimizer, batches, step, state = small_setup()

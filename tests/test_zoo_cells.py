@@ -186,6 +186,7 @@ def test_linear_recurrence_methods_agree():
         scans.linear_recurrence(a, b, initial, method="magic")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "inputs"),
     [("min_gru", 1), ("min_lstm", 40)],  # projected in the loop; by one matmul before it
@@ -215,6 +216,7 @@ def test_fused_input_gated_path_second_derivatives_and_input_widths(name, inputs
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reverse", [True])  # the harder direction: the short chunk first
 def test_fused_input_gated_path_in_chunks(monkeypatch, reverse):
     """A sequence longer than one chunk: chunks of 16 steps under `jax.checkpoint`, and
