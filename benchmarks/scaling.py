@@ -66,7 +66,7 @@ def measure_processes(processes: int, args: argparse.Namespace) -> dict | None:
     env = dict(
         os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1"
     )
-    base = [arg for arg in sys.argv[1:]]
+    base = sys.argv[1:]
     child = [sys.executable, __file__, *base, "--child-processes", str(processes)]
     children = [
         subprocess.Popen(
