@@ -143,31 +143,41 @@ def _scaled_sum(log_a: Array, unit_a: Any, log_b: Array, unit_b: Any) -> tuple[A
 
 
 def _log_adjoints(
-    cell: Cell, params: Any, xs_tm: Array, states: Any, direct: Array
-) -> tuple[Array, list[Array]]:
+    cell: Cell, params: Any, xs_tm: Array, states: Any, direct: Array, with_inputs: bool = False
+) -> tuple[Array, list[Array], Array | None]:
     """Natural-log norms of `g_t`, `t = 0..T-1`, by the backward recursion: over the
-    whole state and per leaf, `(T, B)` each. `direct` is `e_t`, `(T, B, H)`."""
+    whole state and per leaf, `(T, B)` each. `direct` is `e_t`, `(T, B, H)`. With
+    `with_inputs`, also the natural-log norms of `dL/dx_t`, `(T, B)` (else `None`):
+    `dL/dx_t = (ds_t/dx_t)^T g_t + (dh_t/dx_t)^T e_t`, the same pullbacks applied to
+    the input."""
     first = jax.tree.map(lambda s: s[0], states)
     zero_state = jax.tree.map(jnp.zeros_like, first)
     log_scale = jnp.full(xs_tm.shape[1], -jnp.inf, xs_tm.dtype)
 
     def body(carry: tuple[Array, Any], inputs: tuple) -> tuple[tuple[Array, Any], tuple]:
-        log_scale, unit = carry
+        log_scale, unit = carry  # g_t, the cotangent of the state this step writes
         state, x, e = inputs
-        _, pullback = jax.vjp(lambda s: cell.step(params, s, x), state)
+        _, pullback = jax.vjp(lambda s, x: cell.step(params, s, x), state, x)
         # The pullback is linear: the propagated and the direct parts apart, then
         # summed in log space, so that neither overflows.
-        (from_state,) = pullback((unit, jnp.zeros_like(e)))
-        (from_output,) = pullback((zero_state, e))
+        from_state, x_from_state = pullback((unit, jnp.zeros_like(e)))
+        from_output, x_from_output = pullback((zero_state, e))
+        log_input = None
+        if with_inputs:
+            log_x_pulled, unit_x_pulled = _normalise(x_from_state)
+            log_x_direct, unit_x_direct = _normalise(x_from_output)
+            log_input, _ = _scaled_sum(
+                log_scale + log_x_pulled, unit_x_pulled, log_x_direct, unit_x_direct
+            )
         log_pulled, unit_pulled = _normalise(from_state)
         log_direct, unit_direct = _normalise(from_output)
         log_scale, unit = _scaled_sum(log_scale + log_pulled, unit_pulled, log_direct, unit_direct)
-        return (log_scale, unit), (log_scale, _leaf_log_norms(log_scale, unit))
+        return (log_scale, unit), (log_scale, _leaf_log_norms(log_scale, unit), log_input)
 
-    _, (total, per_leaf) = jax.lax.scan(
+    _, (total, per_leaf, log_inputs) = jax.lax.scan(
         body, (log_scale, zero_state), (states, xs_tm, direct), reverse=True
     )
-    return total, per_leaf
+    return total, per_leaf, log_inputs
 
 
 def _batch_mean_log10(log_norms: Array) -> Array:
@@ -219,10 +229,40 @@ def state_gradient_norms(cell: Cell, params: Any, xs: Array, head: Head) -> Stat
 
 
 def _state_gradient_norms(cell: Cell, params: Any, xs_tm: Array, head: Head) -> StateNorms:
+    return _gradient_pass(cell, params, xs_tm, head)[0]
+
+
+def _gradient_pass(cell: Cell, params: Any, xs_tm: Array, head: Head) -> tuple[StateNorms, Array]:
+    """`state_gradient_norms` and `input_gradient_norms` from one forward and one backward pass."""
     states, outputs = _forward(cell, params, xs_tm)
     direct = _output_gradients(outputs, head)
-    total, per_leaf = _log_adjoints(cell, params, xs_tm, states, direct)
-    return _as_log10(states, total, per_leaf)
+    total, per_leaf, log_inputs = _log_adjoints(
+        cell, params, xs_tm, states, direct, with_inputs=True
+    )
+    return _as_log10(states, total, per_leaf), jnp.swapaxes(log_inputs, 0, 1) / _LN10
+
+
+def input_gradient_norms(cell: Cell, params: Any, xs: Array, head: Head) -> Array:
+    """`log10 ||dL_b/dx_{b,t}||` for every sequence `b` and step `t`: `(B, T)`.
+
+    The gradient that reaches each input, per sequence (not averaged: the inputs that
+    matter sit at different steps in different sequences, such as the adding
+    problem's markers). Computed in log space in the same backward pass as
+    `state_gradient_norms`, so it does not underflow at any length; `-inf` where the
+    gradient is exactly zero.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, rnnjax
+      >>> from rnnjax.diagnostics import input_gradient_norms
+      >>> cell = rnnjax.rnn(8)
+      >>> params = cell.init(jax.random.key(0), 1)
+      >>> xs = jax.random.normal(jax.random.key(1), (4, 300, 1))
+      >>> norms = input_gradient_norms(cell, params, xs, lambda hs: jnp.sum(hs[:, -1], axis=-1))
+      >>> norms.shape, bool(norms[0, 0] < norms[0, -1] - 5)  # the first input gets far less
+      ((4, 300), True)
+    """
+    xs_tm = _check_xs(cell, params, xs)
+    return _gradient_pass(cell, params, xs_tm, head)[1]
 
 
 def state_gradient_norms_by_perturbation(
@@ -278,7 +318,7 @@ def _jacobian_norms(cell: Cell, params: Any, xs_tm: Array) -> StateNorms:
     def one_row(row: Array) -> tuple[Array, list[Array]]:
         last = jnp.broadcast_to(row, (batch, hidden))[None]
         direct = jnp.concatenate([jnp.zeros_like(outputs[:-1]), last.astype(outputs.dtype)])
-        return _log_adjoints(cell, params, xs_tm, states, direct)
+        return _log_adjoints(cell, params, xs_tm, states, direct)[:2]
 
     total, rows = jax.vmap(one_row)(eye)  # (H, T, B) natural-log row norms
 
@@ -305,6 +345,42 @@ def gradient_horizon(log10_norms: Any, threshold: float = 1e-3) -> int:
     relative = values - values[-1]
     below = np.flatnonzero(relative[::-1] < math.log10(threshold))
     return int(below[0] - 1) if below.size else len(values) - 1
+
+
+def gradient_decay(log10_norms: Any) -> float:
+    """How fast a gradient fades going back in time: decades per step, by least squares.
+
+    The slope of the straight line fitted to `log10 ||g_t||` against `t` over the
+    whole sequence, with no threshold. Positive: the norm falls going back from
+    `T` (a vanishing gradient), `1 / slope` steps per decade (`steps_per_decade`);
+    zero: flat; negative: it grows going back (an exploding gradient). Steps where the
+    gradient is exactly zero (`-inf`) are left out; NaN with fewer than two others.
+
+    Example:
+      >>> from rnnjax.diagnostics import gradient_decay
+      >>> round(gradient_decay([-4.0, -3.0, -2.0, -1.0, 0.0]), 6)  # a decade per step
+      1.0
+    """
+    values = np.asarray(log10_norms, dtype=np.float64)
+    steps = np.arange(values.size, dtype=np.float64)
+    finite = np.isfinite(values)
+    if finite.sum() < 2:
+        return float("nan")
+    return float(np.polyfit(steps[finite], values[finite], 1)[0])
+
+
+def steps_per_decade(decay: float) -> float:
+    """Steps back over which the gradient falls tenfold, `1 / decay`; `inf` for a gradient
+    that does not fall (`decay <= 0`), NaN for NaN.
+
+    Example:
+      >>> from rnnjax.diagnostics import steps_per_decade
+      >>> steps_per_decade(0.02), steps_per_decade(-0.5)
+      (50.0, inf)
+    """
+    if math.isnan(decay):
+        return float("nan")
+    return 1.0 / decay if decay > 0 else float("inf")
 
 
 class CellHealth(NamedTuple):
@@ -392,7 +468,9 @@ def cell_health(cell: Cell, params: Any, xs: Array) -> CellHealth:
     )
 
 
-def readout_head(readout: Any, loss: str, targets: Array, per_step: bool) -> Head:
+def readout_head(
+    readout: Any, loss: str, targets: Array, per_step: bool, mask: Array | None = None
+) -> Head:
     """The per-sequence loss of a `sequence_model` readout, as a function of `hs (B, T, H)`.
 
     Args:
@@ -400,16 +478,28 @@ def readout_head(readout: Any, loss: str, targets: Array, per_step: bool) -> Hea
       loss: `"mse"` or `"cross_entropy"`.
       targets: `(B, O)` regression targets or integer labels `(B,)` / `(B, T)`.
       per_step: whether the model reads every step (many-to-many) or only the last.
+      mask: for a per-step model, `None` (every step's loss counts) or `(B, T)`: the
+        steps whose loss counts, averaged over them. The copy task's recall steps
+        alone make the gradient at every earlier step the part *propagated* from
+        them, with no direct term (`rnnjax.vanishing` measures it so).
     """
+    if mask is not None and not per_step:
+        raise ValueError("mask selects steps of a per-step model; this one reads the last step")
 
     def head(hs: Array) -> Array:
         features = hs if per_step else hs[:, -1]
         outputs = features @ readout.w + readout.b.reshape((1,) * (features.ndim - 1) + (-1,))
         if loss == "mse":
-            errors = jnp.square(outputs - targets.astype(outputs.dtype))
-            return jnp.mean(errors.reshape(errors.shape[0], -1), axis=1)
-        per_label = optax.softmax_cross_entropy_with_integer_labels(outputs, targets)
-        return jnp.mean(per_label.reshape(per_label.shape[0], -1), axis=1)
+            per_entry = jnp.square(outputs - targets.astype(outputs.dtype))
+            if per_step:
+                per_entry = jnp.mean(per_entry, axis=-1)
+        else:
+            per_entry = optax.softmax_cross_entropy_with_integer_labels(outputs, targets)
+        per_entry = per_entry.reshape(per_entry.shape[0], -1)
+        if mask is None:
+            return jnp.mean(per_entry, axis=1)
+        weights = jnp.asarray(mask).reshape(per_entry.shape).astype(per_entry.dtype)
+        return jnp.sum(per_entry * weights, axis=1) / jnp.sum(weights, axis=1)
 
     return head
 
@@ -420,26 +510,28 @@ class Probe(NamedTuple):
     Attributes:
       gradients: `log10 ||dL/ds_t||` per step (`state_gradient_norms`).
       jacobians: `log10 ||dh_T/ds_t||_F` per step (`jacobian_norms`).
+      inputs: `log10 ||dL/dx_t||` per sequence and step, `(B, T)` (`input_gradient_norms`).
     """
 
     gradients: StateNorms
     jacobians: StateNorms
+    inputs: Array
 
 
-def make_probe(cell: Cell, loss: str, per_step: bool) -> Callable[[Any, Array, Array], Probe]:
-    """A compiled `probe(model_params, xs, targets) -> Probe` for a one-layer `sequence_model`.
+def make_probe(cell: Cell, loss: str, per_step: bool) -> Callable[..., Probe]:
+    """A compiled `probe(model_params, xs, targets, mask=None) -> Probe` for a one-layer
+    `sequence_model`; `mask` as in `readout_head`.
 
     Built once and called as often as needed (the benchmark calls it during
     training): it compiles on its first call and never again for the same shapes.
     """
 
     @jax.jit
-    def probe(model_params: Any, xs: Array, targets: Array) -> Probe:
+    def probe(model_params: Any, xs: Array, targets: Array, mask: Array | None = None) -> Probe:
         (layer,) = model_params.layers
         xs_tm = _check_xs(cell, layer, xs)
-        head = readout_head(model_params.readout, loss, targets, per_step)
-        return Probe(
-            _state_gradient_norms(cell, layer, xs_tm, head), _jacobian_norms(cell, layer, xs_tm)
-        )
+        head = readout_head(model_params.readout, loss, targets, per_step, mask)
+        gradients, inputs = _gradient_pass(cell, layer, xs_tm, head)
+        return Probe(gradients, _jacobian_norms(cell, layer, xs_tm), inputs)
 
     return probe

@@ -11,7 +11,9 @@ import rnnjax
 from rnnjax import diagnostics
 from rnnjax.diagnostics import (
     cell_health,
+    gradient_decay,
     gradient_horizon,
+    input_gradient_norms,
     jacobian_norms,
     state_gradient_norms,
     state_gradient_norms_by_perturbation,
@@ -267,8 +269,77 @@ def test_probe_compiles_once_and_matches_the_functions():
         rtol=1e-10,
     )
     np.testing.assert_allclose(
+        first.inputs, input_gradient_norms(cell, params.layers[0], xs, head), rtol=1e-10
+    )
+    np.testing.assert_allclose(
         first.jacobians.state, jacobian_norms(cell, params.layers[0], xs).state, rtol=1e-10
     )
+
+
+@pytest.mark.parametrize("cell_name", ["rnn", "lstm"])
+def test_input_gradients_equal_the_gradient_with_respect_to_the_inputs(cell_name):
+    cell = make_cell(cell_name, 5)
+    params = cell.init(jax.random.key(0), 3, jnp.float64)
+    xs = random_inputs(jax.random.key(1), (2, 12, 3))
+    norms = input_gradient_norms(cell, params, xs, head)
+
+    def loss(xs):
+        return jnp.sum(head(rnnjax.unroll(cell, params, xs)[0]))
+
+    exact = np.linalg.norm(np.asarray(jax.grad(loss)(xs)), axis=-1)  # (B, T)
+    assert norms.shape == (2, 12)
+    np.testing.assert_allclose(10 ** np.asarray(norms), exact, rtol=1e-10)
+
+
+def test_input_gradients_do_not_underflow():
+    cell, params = linear_rnn(0.5, 3, jnp.float32)
+    xs = jnp.ones((2, 400, 1), jnp.float32)
+    norms = np.asarray(input_gradient_norms(cell, params, xs, lambda hs: jnp.sum(hs[:, -1], -1)))
+    assert np.isfinite(norms).all()
+    # Each step back multiplies by a = 0.5: 399 steps back is 120 decades below the last.
+    np.testing.assert_allclose(norms[:, -1] - norms[:, 0], 399 * math.log10(2.0), rtol=1e-4)
+
+
+def test_gradient_decay_is_the_least_squares_slope():
+    rng = np.random.default_rng(0)
+    values = 0.01 * np.arange(50) - 3 + rng.normal(0, 0.1, 50)
+    np.testing.assert_allclose(gradient_decay(values), np.polyfit(np.arange(50), values, 1)[0])
+    with_zero = np.concatenate([[-np.inf], values[1:]])  # an exactly zero gradient is left out
+    np.testing.assert_allclose(
+        gradient_decay(with_zero), np.polyfit(np.arange(1, 50), values[1:], 1)[0]
+    )
+    assert math.isnan(gradient_decay([-np.inf, 1.0]))
+    assert diagnostics.steps_per_decade(gradient_decay([-2.0, -1.5, -1.0])) == pytest.approx(2.0)
+    assert diagnostics.steps_per_decade(0.0) == math.inf
+
+
+def test_a_masked_head_leaves_only_the_propagated_gradient_before_the_masked_steps():
+    from rnnjax.models import sequence_model
+
+    cell = rnnjax.gru(6)
+    model = sequence_model(cell, output_size=4, per_step=True)
+    params = model.init(jax.random.key(0), 2, jnp.float64)
+    xs = random_inputs(jax.random.key(1), (3, 15, 2))
+    labels = jax.random.randint(jax.random.key(2), (3, 15), 0, 4)
+    mask = jnp.broadcast_to(jnp.arange(15) >= 11, (3, 15))  # the last four steps count
+    masked = diagnostics.readout_head(params.readout, "cross_entropy", labels, True, mask)
+    layer = params.layers[0]
+    hs = rnnjax.unroll(cell, layer, xs)[0]
+    logits = hs @ params.readout.w + params.readout.b[None, None]
+    np.testing.assert_allclose(
+        masked(hs), optax_ce(logits, labels)[:, 11:].mean(axis=1), rtol=1e-12
+    )
+    norms = state_gradient_norms(cell, layer, xs, masked)
+    reference = state_gradient_norms_by_perturbation(cell, layer, xs, masked)
+    np.testing.assert_allclose(np.asarray(norms.state), np.asarray(reference.state), rtol=1e-10)
+    with pytest.raises(ValueError, match="per-step"):
+        diagnostics.readout_head(params.readout, "mse", labels, False, mask)
+
+
+def optax_ce(logits, labels):
+    import optax
+
+    return np.asarray(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
 
 
 def test_diagnostics_errors():
