@@ -15,7 +15,16 @@ import sys
 import time
 from collections.abc import Sequence
 
-from rnnjax import __version__, _files, checkpoint, distributed, parallel, report, vanishing
+from rnnjax import (
+    __version__,
+    _files,
+    checkpoint,
+    distributed,
+    parallel,
+    report,
+    summary,
+    vanishing,
+)
 from rnnjax.checkpoint import CheckpointError
 from rnnjax.runs import CHECKPOINT_FILE, CHOICES, TrainConfig, train
 from rnnjax.train import NonFiniteError
@@ -163,7 +172,12 @@ def _add_vanishing_options(parser: argparse.ArgumentParser) -> None:
         help="add the runs of another results.json made with the same training settings "
         "(say, other seeds run at the same time on another core); repeatable",
     )
-    option("--no-plots", action="store_true", help="skip the PNG figures")
+    option(
+        "--jobs",
+        type=_positive_int,
+        help="runs to train at once, each in its own process (default: one per usable CPU core)",
+    )
+    option("--no-plots", action="store_true", help="skip the figures")
     option(
         "--report-only",
         action="store_true",
@@ -418,8 +432,10 @@ def _bench_vanishing(
     # Each file once, in the order first merged.
     merged_from = list(dict.fromkeys([*stored["meta"].get("merged_from", []), *args.merge]))
 
+    jobs = args.jobs or vanishing.usable_cores()
+
     def save(records: list[dict]) -> dict:
-        meta = {**vanishing.study_metadata(study), "command": command}
+        meta = {**vanishing.study_metadata(study), "command": command, "jobs": jobs}
         if args.report_only:  # the machine and date of the runs, not of this merge
             meta = {**stored["meta"], "study": meta["study"]}
         if merged_from:
@@ -434,13 +450,19 @@ def _bench_vanishing(
         results = save(runs) if merged else stored
     else:
         os.makedirs(args.out, exist_ok=True)
-        results = save(vanishing.run_study(study, previous=runs, on_record=save)["runs"])
-    _files.write_text(os.path.join(args.out, "report.md"), report.render(results, command))
-    written = [results_path, os.path.join(args.out, "report.md")]
+        results = save(vanishing.run_study(study, previous=runs, on_record=save, jobs=jobs)["runs"])
+    written = [
+        results_path,
+        summary.write_runs_csv(os.path.join(args.out, "runs.csv"), results["runs"]),
+    ]
+    figures: list[str] = []
     if not args.no_plots:
         from rnnjax import plots  # matplotlib only when figures are drawn
 
         written += plots.write_figures(results, args.out)
+        figures = list(plots.FIGURES)
+    report_path = os.path.join(args.out, "report.md")
+    written.append(_files.write_text(report_path, report.render(results, command, figures)))
     print(f"done in {time.perf_counter() - started:.0f}s; wrote " + ", ".join(written))
     return 0
 

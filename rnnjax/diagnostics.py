@@ -370,17 +370,18 @@ def gradient_decay(log10_norms: Any) -> float:
 
 
 def steps_per_decade(decay: float) -> float:
-    """Steps back over which the gradient falls tenfold, `1 / decay`; `inf` for a gradient
-    that does not fall (`decay <= 0`), NaN for NaN.
+    """Steps back over which the gradient falls tenfold, `1 / decay` for a decay rate from
+    `gradient_decay`: negative where it grows going back (tenfold every `|n|` steps),
+    `inf` where it is flat, NaN for NaN.
 
     Example:
       >>> from rnnjax.diagnostics import steps_per_decade
-      >>> steps_per_decade(0.02), steps_per_decade(-0.5)
-      (50.0, inf)
+      >>> steps_per_decade(0.02), steps_per_decade(-0.5), steps_per_decade(0.0)
+      (50.0, -2.0, inf)
     """
     if math.isnan(decay):
         return float("nan")
-    return 1.0 / decay if decay > 0 else float("inf")
+    return 1.0 / decay if decay != 0 else float("inf")
 
 
 class CellHealth(NamedTuple):

@@ -25,18 +25,21 @@ import numpy as np
 
 from rnnjax import _files, vanishing
 
-COLOURS = {
-    "rnn": "#d62728",
-    "lstm": "#1f77b4",
-    "gru": "#2ca02c",
-    "lstm-fb0": "#9467bd",
-    "lstm-chrono": "#ff7f0e",
-    "indrnn": "#8c564b",
-    "exprnn": "#e377c2",
-    "lru": "#7f7f7f",
-    "min_gru": "#bcbd22",
-    "min_lstm": "#17becf",
+# A colour-blind-safe palette (Okabe & Ito 2008) with a line style per cell, so every
+# pair of cells differs in style or colour and the figures also read in grey.
+STYLES: dict[str, tuple[str, str]] = {
+    "rnn": ("#D55E00", "-"),
+    "lstm": ("#0072B2", "-"),
+    "gru": ("#009E73", "-"),
+    "lstm-fb0": ("#56B4E9", "--"),
+    "lstm-chrono": ("#E69F00", "-"),
+    "indrnn": ("#000000", "-."),
+    "exprnn": ("#CC79A7", "-"),
+    "lru": ("#000000", ":"),
+    "min_gru": ("#009E73", "--"),
+    "min_lstm": ("#0072B2", "-."),
 }
+COLOURS = {variant: colour for variant, (colour, _) in STYLES.items()}
 LABELS = {
     "rnn": "vanilla RNN",
     "lstm": "LSTM (forget bias 1)",
@@ -61,226 +64,263 @@ def _save(figure: plt.Figure, path: str) -> str:
 
 def _variants(results: dict) -> list[str]:
     present = {r["variant"] for r in results["runs"]}
-    return [v for v in COLOURS if v in present]
+    return [v for v in STYLES if v in present]
 
 
-def grad_norms_figure(results: dict, path: str) -> str:
-    """log10 ||dL/dh_t|| against t, at initialisation and after training, one line per cell."""
-    task, length, seed = vanishing.showcase(results)
-    figure, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True, layout="constrained")
-    for axis, moment, title in zip(
-        axes, ("init", "final"), ("at initialisation", "after training")
-    ):
-        for variant in _variants(results):
-            for run in vanishing.matching_runs(
-                results, task=task, length=length, seed=seed, variant=variant
-            ):
-                values = np.asarray(run["diagnostics"][moment]["grad"]["h"])
-                axis.plot(
-                    np.arange(1, len(values) + 1),
-                    values,
-                    color=COLOURS[variant],
-                    label=LABELS[variant],
-                    linewidth=1.6,
-                )
-        axis.set_title(f"{title}")
-        axis.set_xlabel("time step t")
-        axis.grid(alpha=0.3)
-    axes[0].set_ylabel("log10 ‖∂L/∂h_t‖  (gradient norm, log scale)")
-    axes[1].legend(loc="lower right", fontsize=9)
-    figure.suptitle(
-        f"How much of the loss's gradient reaches step t — {TASK_TITLES[task]}, T = {length}\n"
-        "A line falling to the left is a vanishing gradient: early inputs get no learning signal",
-        fontsize=11,
+def _line(variant: str, bold: bool = True) -> dict:
+    colour, style = STYLES[variant]
+    if bold:
+        return {"color": colour, "linestyle": style, "linewidth": 2.0}
+    return {"color": colour, "linestyle": style, "linewidth": 0.7, "alpha": 0.45}
+
+
+def _shared_legend(figure: plt.Figure, axes: Any) -> None:
+    """One legend for the whole figure, below the panels, from every panel's labels."""
+    handles: dict[str, Any] = {}
+    for axis in np.ravel(axes):
+        for handle, label in zip(*axis.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    figure.legend(
+        list(handles.values()),
+        list(handles),
+        loc="outside lower center",
+        ncol=min(len(handles), 5),
+        frameon=False,
+        fontsize=9,
     )
-    return _save(figure, path)
 
 
-def grad_heatmap_figure(results: dict, path: str, floor: float = -12.0) -> str:
-    """log10 relative gradient norm over (time step x training step), one panel per cell."""
+def _relative(values: Sequence[float], anchor: int) -> np.ndarray:
+    """log10 norms `g_0..g_anchor` relative to `g_anchor`, reversed: index = lag `anchor - t`."""
+    window = np.asarray(values[: anchor + 1], dtype=np.float64)
+    return (window - window[-1])[::-1]
+
+
+def grad_norms_figure(results: dict, path: str) -> list[str]:
+    """The whole state's gradient norm relative to the last scored step against the lag,
+    at initialisation and after training: seeds thin, their median bold."""
+    task, length, _ = vanishing.showcase(results)
+    figure, axes = plt.subplots(
+        1, 2, figsize=(11, 4.6), sharex=True, sharey=True, layout="constrained"
+    )
+    for axis, moment, title in zip(axes, ("init", "final"), ("at initialisation", "trained")):
+        for variant in _variants(results):
+            runs = vanishing.matching_runs(results, task=task, length=length, variant=variant)
+            curves = [
+                _relative(r["diagnostics"][moment]["grad"]["state"], r["anchor_step"]) for r in runs
+            ]
+            if not curves:
+                continue
+            lags = np.arange(len(curves[0]))
+            for curve in curves:
+                axis.plot(lags, curve, **_line(variant, bold=False))
+            axis.plot(lags, np.median(curves, axis=0), label=LABELS[variant], **_line(variant))
+        axis.set_title(f"{title} ({TASK_TITLES[task]}, T = {length})", fontsize=10)
+        axis.set_xlabel("lag: steps back from the last scored step")
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel("log10 ‖∂L/∂s_t‖ − log10 ‖∂L/∂s_T‖")
+    _shared_legend(figure, axes)
+    return _save_both(figure, path)
+
+
+def grad_heatmap_figure(results: dict, path: str, floor: float = -12.0) -> list[str]:
+    """The relative gradient norm over (lag x training step), one panel per cell, first seed."""
     task, length, seed = vanishing.showcase(results)
     variants = [
         v
         for v in _variants(results)
         if vanishing.matching_runs(results, task=task, length=length, seed=seed, variant=v)
     ]
+    columns = min(len(variants), 5)
+    rows_of_panels = -(-len(variants) // columns)
     figure, axes = plt.subplots(
-        1,
-        len(variants),
-        figsize=(3.4 * len(variants) + 1, 4.4),
+        rows_of_panels,
+        columns,
+        figsize=(2.9 * columns + 1, 3.3 * rows_of_panels),
         squeeze=False,
+        sharex=True,
         sharey=True,
         layout="constrained",
     )
     image = None
-    budget = 0
-    for axis, variant in zip(axes[0], variants):
+    budget = results["meta"]["study"]["steps"]
+    for axis, variant in zip(axes.ravel(), variants):
         (run,) = vanishing.matching_runs(
             results, task=task, length=length, seed=seed, variant=variant
         )
-        rows = [(0, run["diagnostics"]["init"]["grad"]["h"])]
-        rows += [(d["step"], d["log10_grad_h"]) for d in run["diagnostics"]["during"]]
+        anchor = run["anchor_step"]
+        rows = [(0, run["diagnostics"]["init"]["grad"]["state"])]
+        rows += [(d["step"], d["grad"]["state"]) for d in run["diagnostics"]["during"]]
         steps = np.asarray([s for s, _ in rows], dtype=float)
-        grid = np.asarray([np.asarray(v) - v[-1] for _, v in rows])  # relative to t = T
+        grid = np.asarray([_relative(values, anchor) for _, values in rows])
         # Each probe's row spans the training steps until the next probe.
         spacing = steps[1] - steps[0] if len(steps) > 1 else 1.0
         edges = np.concatenate([steps, [steps[-1] + spacing]])
         image = axis.pcolormesh(
-            np.arange(0.5, length + 1.5),
+            np.arange(-0.5, anchor + 1),
             edges,
             np.clip(grid, floor, 0),
-            cmap="magma",
+            cmap="viridis",
             vmin=floor,
             vmax=0,
             shading="flat",
         )
-        budget = max(budget, results["meta"]["study"]["steps"])
         ended = (
             f"solved at step {run['steps_to_solve']}"
-            if run["status"] == "solved"
+            if run["steps_to_solve"] is not None
             else run["status"]
         )
-        axis.set_title(f"{LABELS[variant]}\n({ended})", fontsize=10)
-        axis.set_xlabel("time step t")
-    axes[0][0].set_ylim(0, budget)
-    axes[0][0].set_ylabel("training step")
-    colorbar = figure.colorbar(image, ax=axes[0].tolist(), shrink=0.95)
-    colorbar.set_label("log10 ‖∂L/∂h_t‖ / ‖∂L/∂h_T‖")
-    figure.suptitle(
-        f"Gradient reaching step t during training — {TASK_TITLES[task]}, T = {length} "
-        f"(bright = strong signal; dark = vanished, below 1e{floor:.0f})",
-        fontsize=11,
-    )
-    return _save(figure, path)
+        axis.set_title(f"{LABELS[variant]}: {ended}", fontsize=9)
+        axis.set_ylim(0, budget)
+    for axis in axes.ravel()[len(variants) :]:
+        axis.set_visible(False)
+    for axis in axes[-1]:
+        axis.set_xlabel("lag (steps back)")
+    for axis in axes[:, 0]:
+        axis.set_ylabel("training step")
+    colorbar = figure.colorbar(image, ax=axes.ravel().tolist(), shrink=0.9)
+    colorbar.set_label(f"log10 relative gradient norm (clipped at {floor:.0f})")
+    figure.suptitle(f"{TASK_TITLES[task]}, T = {length}, seed {seed}", fontsize=10)
+    return _save_both(figure, path)
 
 
-def learning_curves_figure(results: dict, path: str) -> str:
-    """Test loss against training step, one panel per (task, length), baseline dashed."""
+def learning_curves_figure(results: dict, path: str) -> list[str]:
+    """Test loss against training step, one panel per (task, length): seeds thin, median
+    bold, baseline dashed, the criterion met (dot) and divergence (cross) marked."""
     tasks = sorted({r["task"] for r in results["runs"]}, key=list(TASK_TITLES).index)
     lengths = sorted({r["length"] for r in results["runs"]})
     figure, axes = plt.subplots(
-        len(tasks), len(lengths), squeeze=False, figsize=(3.4 * len(lengths), 3.0 * len(tasks))
+        len(tasks),
+        len(lengths),
+        squeeze=False,
+        sharex=True,
+        figsize=(3.3 * len(lengths) + 0.5, 2.9 * len(tasks) + 0.8),
+        layout="constrained",
     )
     for row, task in enumerate(tasks):
         for column, length in enumerate(lengths):
             axis = axes[row][column]
             runs = vanishing.matching_runs(results, task=task, length=length)
             for variant in _variants(results):
-                for index, run in enumerate(r for r in runs if r["variant"] == variant):
-                    steps = [0] + [e["step"] for e in run["eval"]]
-                    losses = [run["eval"][0]["loss"]] + [e["loss"] for e in run["eval"]]
+                mine = [r for r in runs if r["variant"] == variant]
+                for run in mine:
+                    steps = [e["step"] for e in run["eval"]]
+                    losses = [e["loss"] for e in run["eval"]]
+                    axis.plot(steps, losses, **_line(variant, bold=False))
+                    if run["steps_to_solve"] is not None:
+                        at = steps.index(run["steps_to_solve"])
+                        axis.plot(steps[at], losses[at], "o", color=COLOURS[variant], ms=3.5)
+                    if run["diverged_at_step"] is not None and steps:
+                        axis.plot(steps[-1], losses[-1], "x", color=COLOURS[variant], ms=6)
+                full = [r for r in mine if len(r["eval"]) == len(mine[0]["eval"])]
+                if full:
                     axis.plot(
-                        steps[1:],
-                        losses[1:],
-                        color=COLOURS[variant],
-                        alpha=0.85,
-                        label=LABELS[variant] if index == 0 else None,
-                        linewidth=1.3,
+                        [e["step"] for e in full[0]["eval"]],
+                        np.median([[e["loss"] for e in r["eval"]] for r in full], axis=0),
+                        label=LABELS[variant],
+                        **_line(variant),
                     )
             if runs:
                 axis.axhline(
                     runs[0]["baseline_loss"],
-                    color="black",
+                    color="grey",
                     linestyle="--",
                     linewidth=1,
                     label="trivial baseline",
                 )
-                axis.axhline(
-                    runs[0]["solved_below"],
-                    color="grey",
-                    linestyle=":",
-                    linewidth=1,
-                    label="solved below",
-                )
+                threshold = vanishing.solved_below(task, runs[0]["baseline_loss"])
+                if threshold is not None:  # copy's criterion is an accuracy, not a loss
+                    axis.axhline(
+                        threshold,
+                        color="grey",
+                        linestyle=":",
+                        linewidth=1,
+                        label="solved below (adding, recall)",
+                    )
             axis.set_yscale("log")
-            axis.set_title(f"{TASK_TITLES[task]}, T = {length}", fontsize=10)
-            axis.set_xlabel("training step")
-            axis.set_ylabel("test loss (MSE)" if task != "copy" else "test loss (nats)")
+            axis.set_title(f"{TASK_TITLES[task]}, T = {length}", fontsize=9)
             axis.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    figure.legend(
-        handles,
-        labels,
-        loc="lower center",
-        ncol=min(len(labels), 4),
-        bbox_to_anchor=(0.5, -0.02 - 0.03 * (len(labels) > 4)),
-        fontsize=9,
-    )
-    figure.suptitle("Learning curves: test loss during training", fontsize=12)
-    figure.tight_layout(rect=(0, 0.06, 1, 0.97))
-    return _save(figure, path)
+        axes[row][0].set_ylabel("test loss (nats)" if task == "copy" else "test MSE")
+    for axis in axes[-1]:
+        axis.set_xlabel("training step")
+    _shared_legend(figure, axes)
+    return _save_both(figure, path)
 
 
-def success_vs_length_figure(results: dict, path: str) -> str:
-    """Final test loss relative to the baseline against T, one panel per task."""
+def success_vs_length_figure(results: dict, path: str) -> list[str]:
+    """Per task: the success rate with Wilson 95% intervals against T (top), and the
+    median final test loss relative to the baseline (bottom)."""
+    from rnnjax.summary import wilson_interval
+
     tasks = sorted({r["task"] for r in results["runs"]}, key=list(TASK_TITLES).index)
     figure, axes = plt.subplots(
-        1, len(tasks), figsize=(5.4 * len(tasks), 4.6), squeeze=False, layout="constrained"
+        2,
+        len(tasks),
+        figsize=(4.6 * len(tasks) + 0.5, 6.6),
+        squeeze=False,
+        sharex=True,
+        layout="constrained",
     )
-    for axis, task in zip(axes[0], tasks):
+    variants = _variants(results)
+    for column, task in enumerate(tasks):
+        rate_axis, loss_axis = axes[0][column], axes[1][column]
         lengths = sorted({r["length"] for r in vanishing.matching_runs(results, task=task)})
-        for variant in _variants(results):
-            medians, solved = [], []
+        for index, variant in enumerate(variants):
+            points = []
             for length in lengths:
                 runs = vanishing.matching_runs(results, task=task, length=length, variant=variant)
-                ratios = [r["final_test_loss"] / r["baseline_loss"] for r in runs]
-                medians.append(np.median(ratios) if ratios else np.nan)
-                solved.append(sum(r["status"] == "solved" for r in runs) / max(len(runs), 1))
-            axis.plot(
-                lengths,
-                medians,
-                color=COLOURS[variant],
-                label=LABELS[variant],
+                if runs:
+                    solved = sum(r["steps_to_solve"] is not None for r in runs)
+                    low, high = wilson_interval(solved, len(runs))
+                    ratio = np.median([r["final_test_loss"] / r["baseline_loss"] for r in runs])
+                    points.append((length, solved / len(runs), low, high, ratio))
+            if not points:
+                continue
+            x, rate, low, high, ratio = map(np.asarray, zip(*points))
+            # Side by side within a length, so the intervals do not hide each other.
+            shift = x * 1.035 ** (index - (len(variants) - 1) / 2)
+            rate_axis.errorbar(
+                shift,
+                rate,
+                yerr=[rate - low, high - rate],
                 marker="o",
-                linewidth=1.5,
+                ms=4,
+                capsize=2,
+                label=LABELS[variant],
+                **_line(variant),
             )
-            for length, median, fraction in zip(lengths, medians, solved):
-                if fraction < 1:  # hollow marker: not solved by every seed
-                    axis.plot(
-                        length,
-                        median,
-                        marker="o",
-                        markersize=9,
-                        color="white",
-                        markeredgecolor=COLOURS[variant],
-                        zorder=3,
-                    )
-        any_run = vanishing.matching_runs(results, task=task)[0]
-        axis.axhline(1.0, color="black", linestyle="--", linewidth=1, label="trivial baseline")
-        axis.axhline(
-            any_run["solved_below"] / any_run["baseline_loss"],
-            color="grey",
-            linestyle=":",
-            linewidth=1,
-            label="solved below",
-        )
-        axis.set_xscale("log")
-        axis.set_yscale("log")
-        axis.set_xticks(lengths, [str(n) for n in lengths])
-        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        axis.set_xlabel("sequence length T (steps)")
-        axis.set_ylabel("final test loss / baseline loss")
-        axis.set_title(TASK_TITLES[task])
-        axis.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8, loc="best")
-    figure.suptitle(
-        "Success against sequence length (median over seeds; filled = solved by every seed)",
-        fontsize=11,
-    )
-    return _save(figure, path)
+            loss_axis.plot(shift, ratio, marker="o", ms=4, label=LABELS[variant], **_line(variant))
+        loss_axis.axhline(1.0, color="grey", linestyle="--", linewidth=1, label="trivial baseline")
+        rate_axis.set_ylim(-0.05, 1.05)
+        rate_axis.set_title(TASK_TITLES[task], fontsize=10)
+        loss_axis.set_yscale("log")
+        loss_axis.set_xscale("log")
+        loss_axis.set_xticks(lengths, [str(n) for n in lengths])
+        loss_axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        loss_axis.set_xlabel("sequence length T")
+        for axis in (rate_axis, loss_axis):
+            axis.grid(alpha=0.3)
+    axes[0][0].set_ylabel("runs solved (95% interval)")
+    axes[1][0].set_ylabel("final test loss / baseline")
+    _shared_legend(figure, axes)
+    return _save_both(figure, path)
 
 
 FIGURES = {
-    "grad_norms.png": grad_norms_figure,
-    "grad_heatmap.png": grad_heatmap_figure,
-    "learning_curves.png": learning_curves_figure,
-    "success_vs_length.png": success_vs_length_figure,
+    "grad_norms": grad_norms_figure,
+    "grad_heatmap": grad_heatmap_figure,
+    "learning_curves": learning_curves_figure,
+    "success_vs_length": success_vs_length_figure,
 }
 
 
 def write_figures(results: dict, out_dir: str, names: Sequence[str] = tuple(FIGURES)) -> list[str]:
-    """Draws the study's figures into `out_dir`; returns the paths written."""
-    return [FIGURES[name](results, os.path.join(out_dir, name)) for name in names]
+    """Draws the study's figures into `out_dir`, each as `NAME.png` and `NAME.svg`;
+    returns the paths written."""
+    written: list[str] = []
+    for name in names:
+        written += FIGURES[name](results, os.path.join(out_dir, name + ".png"))
+    return written
 
 
 # -- figures of one's own work -------------------------------------------------------------

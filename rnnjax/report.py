@@ -1,19 +1,39 @@
-"""The vanishing-gradient study written up as Markdown tables, from its results dict."""
+"""The vanishing-gradient study written up as Markdown: tables, criteria, statistics, captions.
+
+Every number comes from the results dict (`rnnjax.vanishing.run_study`) through the
+per-run rows of `rnnjax.summary` (the columns of `runs.csv`), so each one can be
+traced to `results.json` or the CSV.
+"""
 
 from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable
 
-from rnnjax.vanishing import GRID_FIELDS, VARIANTS, matching_runs, showcase
+from rnnjax import summary
+from rnnjax.diagnostics import steps_per_decade
+from rnnjax.vanishing import CRITERIA, GRID_FIELDS, VARIANTS, matching_runs, showcase
 
 TASK_NAMES = {"adding": "Adding problem", "copy": "Copy memory", "recall": "Recall the first value"}
-CRITERIA = {
-    "adding": "solved: test MSE < 0.01; failed: within 10% of the baseline 1/6 or above",
-    "copy": "solved: cross-entropy at least 10% below the memoryless baseline "
-    "10 ln 8 / (T + 20); failed: within 10% of it",
-    "recall": "solved: test MSE below 10% of the baseline (90% of the variance explained); "
-    "failed: within 10% of the baseline",
+
+# The study's figures, with the caption the report prints under each.
+CAPTIONS = {
+    "grad_norms": "Gradient norm through time, relative to the gradient at the last scored "
+    "step, against the lag (steps back from it), at initialisation and after training. Thin "
+    "lines: seeds; bold: their median. A line falling to the right is a vanishing gradient: "
+    "inputs that many steps back get that many decades less learning signal.",
+    "grad_heatmap": "The same relative gradient norm (colour, log10) at every lag (x) and at "
+    "every evaluation during training (y), first seed. The title says how the run ended: the "
+    "step it met the criterion, or failed / partial / diverged.",
+    "learning_curves": "Test loss during training, every seed (thin) and the median (bold), "
+    "one panel per task and length; grey dashes: the trivial baseline; grey dots: the loss "
+    "below which the adding and recall tasks count as solved (copy's criterion is an "
+    "accuracy). A dot marks the "
+    "evaluation at which a run first met the criterion, a cross a diverged run's last finite "
+    "loss.",
+    "success_vs_length": "Success rate against sequence length, with Wilson 95% intervals, "
+    "and the median final test loss relative to the baseline (below).",
 }
 
 
@@ -26,32 +46,119 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
-def _outcome(runs: list[dict]) -> str:
+def format_steps_per_decade(decay: float) -> str:
+    """A decay rate as steps per decade, to 3 significant digits: `"37.4"`, `"2,530"`,
+    `"−12"` (grows going back), `"∞"` (flat).
+
+    Example:
+      >>> from rnnjax.report import format_steps_per_decade
+      >>> [format_steps_per_decade(d) for d in (1 / 37.44, 1 / 2534.0, -1 / 12.0, 0.0)]
+      ['37.4', '2,530', '−12', '∞']
+    """
+    value = steps_per_decade(decay)
+    if math.isnan(value):
+        return "–"
+    if math.isinf(value):
+        return "∞"
+    text = f"{float(f'{abs(value):.3g}'):,.0f}" if abs(value) >= 100 else f"{abs(value):.3g}"
+    return text if value > 0 else f"−{text}"
+
+
+def success_cell(runs: list[dict], budget: int) -> str:
+    """`k/n [lo–hi] · median steps (range)`: runs solved, the Wilson 95% interval, the
+    censored median steps to solve and the range over solved runs."""
     if not runs:
         return "–"
-    solved = [r for r in runs if r["status"] == "solved"]
-    loss = statistics.median(r["final_test_loss"] for r in runs)
-    text = f"{len(solved)}/{len(runs)} · {loss:.3g}"
-    if solved:
-        text += f" · {statistics.median(r['steps_to_solve'] for r in solved):.0f} steps"
-    accuracies = [
-        r["final_test_accuracy"] for r in runs if r.get("final_test_accuracy") is not None
-    ]
-    if accuracies:
-        text += f" · acc {statistics.median(accuracies):.2f}"
+    times = [r["steps_to_solve"] for r in runs]
+    solved = [t for t in times if t is not None]
+    low, high = summary.wilson_interval(len(solved), len(runs))
+    text = f"{len(solved)}/{len(runs)} [{low:.2f}–{high:.2f}]"
+    median = summary.censored_median(times)
+    if median is not None:
+        spread = f" ({min(solved)}–{max(solved)})" if len(solved) > 1 else ""
+        text += f" · {median}{spread}"
+    elif solved:
+        text += f" · > {budget}"
     return f"**{text}**" if len(solved) == len(runs) else text
 
 
-def _horizon(runs: list[dict]) -> str:
+def loss_cell(runs: list[dict]) -> str:
+    """`b/n · median final loss [· accuracy]`: runs whose final loss beats the baseline."""
     if not runs:
         return "–"
-    before = statistics.median(r["diagnostics"]["init"]["horizon"] for r in runs)
-    after = statistics.median(r["diagnostics"]["final"]["horizon"] for r in runs)
-    return f"{before:.0f} → {after:.0f}"
+    beat = sum(bool(r["beats_baseline"]) for r in runs)
+    text = f"{beat}/{len(runs)} · {statistics.median(r['final_test_loss'] for r in runs):.3g}"
+    accuracies = [r["final_test_accuracy"] for r in runs if r["final_test_accuracy"] is not None]
+    if accuracies:
+        text += f" · {100 * statistics.median(accuracies):.1f}%"
+    return text
 
 
-def render(results: dict, command: str = "") -> str:
-    """The Markdown report of a study's results."""
+def _init_final(runs: list[dict], figure: Callable[[dict], float | None], fmt: Callable) -> str:
+    if not runs:
+        return "–"
+    values = []
+    for moment in ("init", "final"):
+        numbers = [figure(r["diagnostics"][moment]) for r in runs]
+        numbers = [n for n in numbers if n is not None and not math.isnan(n)]
+        values.append(fmt(statistics.median(numbers)) if numbers else "–")
+    return "–" if values == ["–", "–"] else " → ".join(values)
+
+
+def _grid_table(
+    results: dict,
+    task: str,
+    variants: list[str],
+    lengths: list[int],
+    cell: Callable[[list[dict]], str],
+    with_parameters: bool = False,
+) -> list[str]:
+    """One row per cell variant, one column per length; `with_parameters` adds the model's
+    parameter count (the same at every length)."""
+    rows = []
+    for variant in variants:
+        found = matching_runs(results, task=task, variant=variant)
+        if not found:
+            continue
+        row = [VARIANTS[variant]]
+        if with_parameters:
+            row.append(f"{found[0]['parameters']:,}")
+        rows.append(
+            row
+            + [cell(matching_runs(results, task=task, variant=variant, length=t)) for t in lengths]
+        )
+    header = ["cell"] + (["parameters"] if with_parameters else []) + [f"T = {t}" for t in lengths]
+    return _table(header, rows)
+
+
+def _criteria_section(tasks: list[str], budget: int, eval_every: int) -> list[str]:
+    lines = ["", "## Criteria and statistics", ""]
+    lines += [f"- **{TASK_NAMES[task]}**: {CRITERIA[task]}." for task in tasks]
+    lines += [
+        "- A run is *solved* when its test set meets the criterion at an evaluation (every "
+        f"{eval_every} steps) within the budget of {budget} steps; every run trains the "
+        "whole budget (no early stop), so its final loss is the loss after the budget. It "
+        "*beats the baseline* when its final test loss is at most 90% of the task's trivial "
+        "baseline; *partial*: beats the baseline but not solved; *diverged*: its loss "
+        "stopped being finite first.",
+        "- Success: `k/n [Wilson 95% interval]`. Steps to solve: the median over all runs, "
+        "runs that never solve counted as solving after the budget (censored), so it is a "
+        "number only when at least half solved, shown with the range over the solved runs; "
+        f"`> {budget}` when fewer than half solved. **Bold**: every run solved.",
+        "- Gradient decay: the least-squares slope of log10 ‖∂L/∂s_t‖ against t over the "
+        "whole sequence up to the last scored step, as *steps per decade* (how many steps "
+        "back the gradient falls tenfold; larger is better, ∞ flat, − grows going back), "
+        "median over seeds, at initialisation → after training. s_t is the whole state (h "
+        "and c for an LSTM); a second table gives h alone. Copy memory scores the recall "
+        "steps only for these: the gradient before them is the part propagated through "
+        "the recurrence.",
+    ]
+    return lines
+
+
+def render(results: dict, command: str = "", figures: list[str] | None = None) -> str:
+    """The Markdown report of a study's results; `figures`: the figure files to show
+    (names without extension, PNG shown, SVG linked), each with its caption."""
     meta, runs = results["meta"], results["runs"]
     study = meta["study"]
     tasks = _ordered({r["task"] for r in runs}, list(TASK_NAMES))
@@ -62,14 +169,16 @@ def render(results: dict, command: str = "") -> str:
         "",
         f"{len(runs)} runs; one-layer models with {study['hidden']} hidden units, Adam "
         f"(learning rate {study['lr']}), gradient clipping at {study['clip']}, batch "
-        f"{study['batch_size']}, at most {study['steps']} steps (a run stops once solved), "
-        f"test loss on {study['test_size']} held-out sequences every {study['eval_every']} "
-        f"steps. Gradient norms are averaged over {study['probe_size']} test sequences.",
+        f"{study['batch_size']}, {study['steps']} steps per run, test loss on "
+        f"{study['test_size']} held-out sequences every {study['eval_every']} steps. "
+        f"Gradients are measured on {study['probe_size']} test sequences.",
         "",
         f"Machine: {meta['cpu_count']} CPU cores ({meta.get('cpus_used') or meta['cpu_count']} "
-        f"used by the study), JAX {meta['jax_version']} "
-        f"({meta['backend']}), Python {meta['python']}, {meta['date']}. "
-        f"Training time of all runs: {total / 60:.1f} minutes.",
+        f"usable), {meta.get('jobs', 1)} run(s) at a time in separate processes (the wall "
+        f"times below are under that load), JAX {meta['jax_version']} ({meta['backend']}), "
+        "Python "
+        f"{meta['python']}, {meta['date']}. Training time summed over the runs: {total / 60:.1f} "
+        f"minutes. Every run is a row of `runs.csv`.",
     ]
     if command:
         lines += ["", f"Command: `{command}`"]
@@ -89,51 +198,91 @@ def render(results: dict, command: str = "") -> str:
             f"seeds {', '.join(map(str, study['seeds']))}). The same command with `--resume` "
             "runs the missing ones and keeps these.",
         ]
+    lines += _criteria_section(tasks, study["steps"], study["eval_every"])
+    for task in tasks:
+        lines += _task_section(results, task, variants, study["steps"])
+    lines += _health_section(results, variants)
+    for name in figures or []:
+        lines += ["", f"![{name}]({name}.png)", "", f"*{CAPTIONS[name]}* ([SVG]({name}.svg))"]
+    return "\n".join(lines) + "\n"
+
+
+def _task_section(results: dict, task: str, variants: list[str], budget: int) -> list[str]:
+    lengths = sorted({r["length"] for r in matching_runs(results, task=task)})
+    first = {t: matching_runs(results, task=task, length=t)[0] for t in lengths}
+    lines = ["", f"## {TASK_NAMES[task]}", ""]
+    lines += [
+        "Solved (`k/n [95% interval] · median steps (range)`; parameters: the cell and its "
+        "readout):",
+        "",
+    ]
+    lines += _grid_table(
+        results, task, variants, lengths, lambda r: success_cell(r, budget), with_parameters=True
+    )
     lines += [
         "",
-        "Each cell: runs solved / runs · median final test loss · median steps to solve "
-        "· accuracy on the recalled symbols (copy). **Bold**: solved by every seed.",
+        "Final test loss after the budget (`runs beating the baseline / runs · median`"
+        + (" · median accuracy on the recalled symbols" if task == "copy" else "")
+        + "):",
+        "",
     ]
-    for task in tasks:
-        lengths = sorted({r["length"] for r in matching_runs(results, task=task)})
-        baselines = {
-            t: matching_runs(results, task=task, length=t)[0]["baseline_loss"] for t in lengths
-        }
-        lines += ["", f"## {TASK_NAMES[task]}", "", CRITERIA[task] + ".", ""]
-        header = ["cell"] + [f"T = {t}" for t in lengths]
-        rows = [
-            [VARIANTS[v]]
-            + [_outcome(matching_runs(results, task=task, variant=v, length=t)) for t in lengths]
-            for v in variants
-        ]
-        rows.append(["*trivial baseline*"] + [f"{baselines[t]:.3g}" for t in lengths])
-        lines += _table(header, rows)
-        lines += [
-            "",
-            "Gradient horizon (steps back from T over which ‖∂L/∂h_t‖ stays within a factor "
-            "1000 of ‖∂L/∂h_T‖), median over seeds, at initialisation → after training:",
-            "",
-        ]
-        rows = [
-            [VARIANTS[v]]
-            + [_horizon(matching_runs(results, task=task, variant=v, length=t)) for t in lengths]
-            for v in variants
-        ]
-        lines += _table(header, rows)
-        lines += ["", "Median wall time per run (seconds):", ""]
-        rows = [
-            [VARIANTS[v]]
-            + [
-                f"{statistics.median(r['seconds'] for r in found):.0f}" if found else "–"
-                for found in (
-                    matching_runs(results, task=task, variant=v, length=t) for t in lengths
-                )
-            ]
-            for v in variants
-        ]
-        lines += _table(header, rows)
-    lines += _health_section(results, variants)
-    return "\n".join(lines) + "\n"
+    lines += _grid_table(results, task, variants, lengths, loss_cell)
+    lines.append(
+        "| *trivial baseline* | "
+        + " | ".join(f"{first[t]['baseline_loss']:.3g}" for t in lengths)
+        + " |"
+    )
+    for part, what in (("state", "the whole state"), ("h", "h alone")):
+        lines += ["", f"Gradient decay over {what}, steps per decade (init → trained):", ""]
+        lines += _grid_table(
+            results,
+            task,
+            variants,
+            lengths,
+            lambda r, part=part: _init_final(
+                r, lambda d: d["decay"][part], format_steps_per_decade
+            ),
+        )
+    lines += [
+        "",
+        "Gradient reaching the inputs that matter, log10 ‖∂L/∂x_t‖ at the "
+        + {
+            "adding": "two marked values",
+            "copy": "10 symbols to copy",
+            "recall": "first value",
+        }[task]
+        + " (geometric mean over them and 16 test sequences, median over seeds; init → trained):",
+        "",
+    ]
+    lines += _grid_table(
+        results,
+        task,
+        variants,
+        lengths,
+        lambda r: _init_final(r, lambda d: d["log10_grad_x_marked"], lambda v: f"{v:.1f}"),
+    )
+    lines += [
+        "",
+        "Gradient horizon over the whole state (steps back over which it stays within a "
+        "factor 1000 of the last scored step's; init → trained):",
+        "",
+    ]
+    lines += _grid_table(
+        results,
+        task,
+        variants,
+        lengths,
+        lambda r: _init_final(r, lambda d: d["horizon"]["state"], lambda v: f"{v:.0f}"),
+    )
+    lines += ["", "Median wall time per run (seconds):", ""]
+    lines += _grid_table(
+        results,
+        task,
+        variants,
+        lengths,
+        lambda r: f"{statistics.median(x['seconds'] for x in r):.0f}" if r else "–",
+    )
+    return lines
 
 
 def _health_section(results: dict, variants: list[str]) -> list[str]:
@@ -143,9 +292,9 @@ def _health_section(results: dict, variants: list[str]) -> list[str]:
         f"## Cell health ({TASK_NAMES[task].lower()}, T = {length}, median over seeds)",
         "",
         "Spectral radius ρ and largest singular value σ of the recurrent matrix that carries "
-        "the state (w_hh; the candidate block for gated cells), mean forget gate (LSTM) or "
-        "update gate (GRU), and the fraction of hidden units saturated (|h| > 0.99), at "
-        "initialisation → after training.",
+        "the state (w_hh; the candidate block for gated cells; – for cells without one), mean "
+        "forget gate (LSTM) or update gate (GRU), and the fraction of hidden units saturated "
+        "(|h| > 0.99), at initialisation → after training.",
         "",
     ]
     header = ["cell", "ρ", "σ", "mean forget / update gate", "saturated"]
@@ -156,22 +305,15 @@ def _health_section(results: dict, variants: list[str]) -> list[str]:
             continue
 
         def figure(name: str, runs: list[dict] = runs) -> str:
-            values = []
-            for moment in ("init", "final"):
-                numbers = [r["diagnostics"][moment]["health"][name] for r in runs]
-                numbers = [n for n in numbers if n == n]  # drop NaN (gate absent)
-                values.append(f"{statistics.median(numbers):.2f}" if numbers else "–")
-            return " → ".join(values) if values[0] != "–" else "–"
+            return _init_final(runs, lambda d: d["health"][name], lambda v: f"{v:.2f}")
 
-        gate = (
-            figure("mean_forget_gate") if variant.startswith("lstm") else figure("mean_update_gate")
-        )
+        gate = "mean_forget_gate" if variant.startswith("lstm") else "mean_update_gate"
         rows.append(
             [
                 VARIANTS[variant],
                 figure("spectral_radius"),
                 figure("max_singular_value"),
-                gate,
+                figure(gate),
                 figure("saturated_fraction"),
             ]
         )

@@ -311,6 +311,7 @@ def test_gradient_decay_is_the_least_squares_slope():
     assert math.isnan(gradient_decay([-np.inf, 1.0]))
     assert diagnostics.steps_per_decade(gradient_decay([-2.0, -1.5, -1.0])) == pytest.approx(2.0)
     assert diagnostics.steps_per_decade(0.0) == math.inf
+    assert diagnostics.steps_per_decade(-0.1) == pytest.approx(-10.0)  # grows going back
 
 
 def test_a_masked_head_leaves_only_the_propagated_gradient_before_the_masked_steps():
