@@ -164,6 +164,7 @@ def grad_heatmap_figure(results: dict, path: str, floor: float = -12.0) -> list[
             vmin=floor,
             vmax=0,
             shading="flat",
+            rasterized=True,  # an image inside the SVG: a mesh of vectors is megabytes
         )
         ended = (
             f"solved at step {run['steps_to_solve']}"
@@ -402,7 +403,9 @@ def run_figure(records: list[dict], path: str, title: str = "") -> list[str]:
 def _save_both(figure: plt.Figure, path: str) -> list[str]:
     """`figure` as PNG at `path` and as SVG beside it, atomically."""
     vector = io.BytesIO()
-    figure.savefig(vector, format="svg", bbox_inches="tight")
+    # No date and fixed element ids: the same figure gives the same file.
+    with matplotlib.rc_context({"svg.hashsalt": "rnnjax"}):
+        figure.savefig(vector, format="svg", bbox_inches="tight", metadata={"Date": None})
     svg_path = os.path.splitext(path)[0] + ".svg"
     _files.write_atomically(svg_path, lambda file: file.write(vector.getvalue()))
     return [_save(figure, path), svg_path]
