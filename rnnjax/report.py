@@ -52,8 +52,8 @@ def format_steps_per_decade(decay: float) -> str:
 
     Example:
       >>> from rnnjax.report import format_steps_per_decade
-      >>> [format_steps_per_decade(d) for d in (1 / 37.44, 1 / 2534.0, -1 / 12.0, 0.0)]
-      ['37.4', '2,530', '−12', '∞']
+      >>> " ".join(format_steps_per_decade(d) for d in (1 / 37.44, 1 / 2534.0, -1 / 12.0, 0.0))
+      '37.4 2,530 −12 ∞'
     """
     value = steps_per_decade(decay)
     if math.isnan(value):
