@@ -156,7 +156,7 @@ def test_fused_relu_rnn_equals_reference():
     assert_trees_close(got, want)
 
 
-@pytest.mark.parametrize("cell_name", ["lstm", "gru"])  # a kernel and a scan
+@pytest.mark.parametrize("cell_name", ["lstm", pytest.param("gru", marks=pytest.mark.slow)])
 def test_fused_time_major_and_unbatched(cell_name):
     cell, params, xs, state = setup(cell_name)
     time_major = outputs_and_grads(cell, params, jnp.swapaxes(xs, 0, 1), state, time_major=True)
@@ -171,7 +171,8 @@ def test_fused_time_major_and_unbatched(cell_name):
 
 
 @pytest.mark.parametrize(("chunk", "reverse"), [(4, True)])  # whole chunks and a remainder
-@pytest.mark.parametrize("cell_name", ["lstm", "gru"])  # a kernel and a scan
+# The LSTM through its fused kernel; the GRU through a scan (slow: CI runs it).
+@pytest.mark.parametrize("cell_name", ["lstm", pytest.param("gru", marks=pytest.mark.slow)])
 def test_checkpointing_changes_nothing(cell_name, chunk, reverse):
     """Two whole chunks and a leftover step (4), and a chunk longer than T, on both paths."""
     cell, params, xs, state = setup(cell_name)
@@ -289,7 +290,7 @@ def test_fused_forward_mode_equals_reference(cell_name, with_lengths):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cell_name", ["lstm", "gru"])  # a kernel and a scan
+@pytest.mark.parametrize("cell_name", ["lstm", pytest.param("gru", marks=pytest.mark.slow)])
 def test_fused_second_derivatives_equal_reference(cell_name):
     """Forward over reverse (a Hessian-vector product) and reverse over reverse."""
     cell, params, xs, state = setup(cell_name)
