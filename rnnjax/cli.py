@@ -141,8 +141,8 @@ def _add_vanishing_options(parser: argparse.ArgumentParser) -> None:
     option(
         "--quick",
         action="store_true",
-        help="the short version: adding problem, T = 50 and 100, one seed, 2000 steps "
-        "(a few minutes on 2 CPU cores)",
+        help="the short version: adding problem, T = 50 and 100, one seed, 2000 steps, "
+        "the classic cells and minGRU (a few minutes on 2 CPU cores)",
     )
     option(
         "--out",
@@ -154,7 +154,7 @@ def _add_vanishing_options(parser: argparse.ArgumentParser) -> None:
     option(
         "--cells",
         type=_name_list(tuple(vanishing.VARIANTS)),
-        help="e.g. rnn,lstm,gru,lstm-fb0,lstm-chrono",
+        help="e.g. rnn,lstm,gru,lstm-fb0,lstm-chrono,indrnn,exprnn,lru,min_gru,min_lstm",
     )
     option("--lengths", type=_int_list, help="e.g. 50,100,200")
     option("--seeds", type=_int_list, help="e.g. 0,1,2")
@@ -246,8 +246,9 @@ def _build_parser() -> argparse.ArgumentParser:
         benches.add_parser(
             "vanishing",
             help="the vanishing-gradient study",
-            description="Train RNN, LSTM and GRU on long-range tasks and record how gradients "
-            "vanish; writes results.json, report.md and PNG plots to --out.",
+            description="Train every cell variant on long-range tasks and record how "
+            "gradients vanish; writes results.json, runs.csv, report.md and the figures "
+            "(PNG and SVG) to --out.",
         )
     )
     return parser
