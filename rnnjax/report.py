@@ -200,14 +200,16 @@ def render(results: dict, command: str = "", figures: list[str] | None = None) -
         ]
     lines += _criteria_section(tasks, study["steps"], study["eval_every"])
     for task in tasks:
-        lines += _task_section(results, task, variants, study["steps"])
+        lines += _task_section(results, task, variants, study["steps"], study["probe_size"])
     lines += _health_section(results, variants)
     for name in figures or []:
         lines += ["", f"![{name}]({name}.png)", "", f"*{CAPTIONS[name]}* ([SVG]({name}.svg))"]
     return "\n".join(lines) + "\n"
 
 
-def _task_section(results: dict, task: str, variants: list[str], budget: int) -> list[str]:
+def _task_section(
+    results: dict, task: str, variants: list[str], budget: int, probe_size: int
+) -> list[str]:
     lengths = sorted({r["length"] for r in matching_runs(results, task=task)})
     first = {t: matching_runs(results, task=task, length=t)[0] for t in lengths}
     lines = ["", f"## {TASK_NAMES[task]}", ""]
@@ -232,56 +234,36 @@ def _task_section(results: dict, task: str, variants: list[str], budget: int) ->
         + " | ".join(f"{first[t]['baseline_loss']:.3g}" for t in lengths)
         + " |"
     )
-    for part, what in (("state", "the whole state"), ("h", "h alone")):
-        lines += ["", f"Gradient decay over {what}, steps per decade (init → trained):", ""]
-        lines += _grid_table(
-            results,
-            task,
-            variants,
-            lengths,
+    marked = {"adding": "two marked values", "copy": "10 symbols to copy", "recall": "first value"}
+    tables: list[tuple[str, Callable[[list[dict]], str]]] = [
+        (
+            f"Gradient decay over {what}, steps per decade (init → trained):",
             lambda r, part=part: _init_final(
                 r, lambda d: d["decay"][part], format_steps_per_decade
             ),
         )
-    lines += [
-        "",
-        "Gradient reaching the inputs that matter, log10 ‖∂L/∂x_t‖ at the "
-        + {
-            "adding": "two marked values",
-            "copy": "10 symbols to copy",
-            "recall": "first value",
-        }[task]
-        + " (geometric mean over them and 16 test sequences, median over seeds; init → trained):",
-        "",
+        for part, what in (("state", "the whole state"), ("h", "h alone"))
     ]
-    lines += _grid_table(
-        results,
-        task,
-        variants,
-        lengths,
-        lambda r: _init_final(r, lambda d: d["log10_grad_x_marked"], lambda v: f"{v:.1f}"),
-    )
-    lines += [
-        "",
-        "Gradient horizon over the whole state (steps back over which it stays within a "
-        "factor 1000 of the last scored step's; init → trained):",
-        "",
+    tables += [
+        (
+            f"Gradient reaching the inputs that matter, log10 ‖∂L/∂x_t‖ at the {marked[task]} "
+            f"(geometric mean over them and {probe_size} test sequences, median over seeds; "
+            "init → trained):",
+            lambda r: _init_final(r, lambda d: d["log10_grad_x_marked"], lambda v: f"{v:.1f}"),
+        ),
+        (
+            "Gradient horizon over the whole state (steps back over which it stays within a "
+            "factor 1000 of the last scored step's; init → trained):",
+            lambda r: _init_final(r, lambda d: d["horizon"]["state"], lambda v: f"{v:.0f}"),
+        ),
+        (
+            "Median wall time per run (seconds):",
+            lambda r: f"{statistics.median(x['seconds'] for x in r):.0f}" if r else "–",
+        ),
     ]
-    lines += _grid_table(
-        results,
-        task,
-        variants,
-        lengths,
-        lambda r: _init_final(r, lambda d: d["horizon"]["state"], lambda v: f"{v:.0f}"),
-    )
-    lines += ["", "Median wall time per run (seconds):", ""]
-    lines += _grid_table(
-        results,
-        task,
-        variants,
-        lengths,
-        lambda r: f"{statistics.median(x['seconds'] for x in r):.0f}" if r else "–",
-    )
+    for caption, cell in tables:
+        lines += ["", caption, ""]
+        lines += _grid_table(results, task, variants, lengths, cell)
     return lines
 
 
