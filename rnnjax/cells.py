@@ -516,16 +516,21 @@ def indrnn(
     input_init: Initializer = _default_input_init,
     recurrent_init: Initializer = _unit_uniform,
     bias_init: Initializer = _default_bias_init,
+    recurrent_max_abs: float | None = None,
 ) -> Cell:
     """An independently recurrent neural network cell (Li, Li, Cook, Zhu & Gao 2018).
 
-    .. math:: h' = \\mathrm{act}(x W_{ih} + u \\odot h + b)
+    .. math:: h' = \\mathrm{act}(x W_{ih} + \\mathrm{clip}(u, -m, m) \\odot h + b)
 
     Each unit sees only its own past: `u` is a vector, the diagonal of a recurrent
     matrix. The gradient through `T - t` steps is then, unit by unit, a product of
     scalars `u act'`; with ReLU it neither vanishes nor explodes while `|u|` stays
-    near 1, which the paper enforces by bounding `|u|` (clipping it after each update).
-    Depth, not the recurrence, mixes the units: stack IndRNN layers.
+    near 1. The paper bounds `|u|` to keep it so: over `T` steps a gradient grows at
+    most `γ`-fold when `|u| <= γ^(1/T)`, and its adding-problem networks use `γ = 2`,
+    `m = 2^(1/T)`. `recurrent_max_abs = m` applies that bound in the step itself (the
+    reference implementations' way: the stored `u` may leave `[-m, m]`, the step uses
+    it clipped, and the gradient of a clipped entry is zero). Depth, not the
+    recurrence, mixes the units: stack IndRNN layers.
 
     Args:
       hidden_size: number of units `H`.
@@ -535,6 +540,7 @@ def indrnn(
       recurrent_init: initializer of `w_hh (H,)`; default uniform on `[0, 1)`, the
         paper's initialisation of its ReLU networks.
       bias_init: initializer of `b (H,)`; default zeros.
+      recurrent_max_abs: the bound `m > 0` on `|u|`, or None (the default) for none.
 
     Returns:
       A `Cell` whose params are `IndRNNParams` and whose state is `h`, `(*batch, H)`.
@@ -551,6 +557,7 @@ def indrnn(
     input_init = _check_initializer("input_init", input_init)
     recurrent_init = _check_initializer("recurrent_init", recurrent_init)
     bias_init = _check_initializer("bias_init", bias_init)
+    bound = indrnn_recurrent_bound(recurrent_max_abs)
 
     def init(key: Array, input_size: int, dtype: Any = None) -> IndRNNParams:
         input_size = _checks.positive_int("input_size", input_size)
@@ -569,11 +576,31 @@ def indrnn(
 
     def step(params: IndRNNParams, state: Array, x: Array) -> tuple[Array, Array]:
         _check_width("w_ih", params.w_ih, x)
-        recurrent = _along_last(params.w_hh, state) * state
+        recurrent = _along_last(bound(params.w_hh), state) * state
         h = act(_with_bias(x @ params.w_ih + recurrent, params.b))
         return h, h
 
     return Cell(init, initial_state, step)
+
+
+def indrnn_recurrent_bound(recurrent_max_abs: float | None) -> Callable[[Array], Array]:
+    """The map IndRNN's step applies to `u`: `clip(u, -m, m)`, or the identity for None.
+
+    Raises:
+      ValueError: `recurrent_max_abs` is not a positive finite number.
+    """
+    if recurrent_max_abs is None:
+        return lambda u: u
+    if isinstance(recurrent_max_abs, bool) or not isinstance(recurrent_max_abs, (int, float)):
+        raise TypeError(
+            f"recurrent_max_abs must be a positive number or None, got {recurrent_max_abs!r}"
+        )
+    if not 0 < recurrent_max_abs < math.inf:
+        raise ValueError(
+            f"recurrent_max_abs must be a positive finite number, got {recurrent_max_abs}"
+        )
+    m = float(recurrent_max_abs)
+    return lambda u: jnp.clip(u, -m, m)
 
 
 class ExpRNNParams(NamedTuple):

@@ -273,10 +273,14 @@ def exprnn_sequence() -> Callable[..., tuple[Any, Array]]:
     return sequence
 
 
-def indrnn_sequence(activation: Callable[[Array], Array]) -> Callable[..., tuple[Any, Array]]:
+def indrnn_sequence(
+    activation: Callable[[Array], Array], recurrent_max_abs: float | None = None
+) -> Callable[..., tuple[Any, Array]]:
     """IndRNN's whole-sequence implementation: the input projection of every step as one
     matmul, then a `lax.scan` of the elementwise recurrence `h' = act(xw + u h)` (the
-    recurrence is nonlinear, so it stays a sequential scan)."""
+    recurrence is nonlinear, so it stays a sequential scan), with `u` clipped to
+    `[-recurrent_max_abs, recurrent_max_abs]` when that is given."""
+    bound = cells.indrnn_recurrent_bound(recurrent_max_abs)
 
     def sequence(
         params: cells.IndRNNParams,
@@ -289,7 +293,7 @@ def indrnn_sequence(activation: Callable[[Array], Array]) -> Callable[..., tuple
         batch_major: bool,
     ) -> tuple[Array, Array]:
         projections = xs @ params.w_ih + params.b.reshape(1, 1, -1)
-        u = params.w_hh.reshape(1, -1)
+        u = bound(params.w_hh).reshape(1, -1)
 
         def step(params: cells.IndRNNParams, h: Array, xw: Array) -> tuple[Array, Array]:
             h = activation(xw + u * h)

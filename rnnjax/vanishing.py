@@ -70,7 +70,11 @@ ZOO_VARIANTS = ("indrnn", "exprnn", "lru", "min_gru", "min_lstm")
 
 
 def make_variant_cell(variant: str, hidden: int, max_length: int) -> Cell:
-    """The cell of a study variant; `max_length` sets the chrono initialisation's range."""
+    """The cell of a study variant; `max_length`, the input sequence's length, sets the
+    chrono initialisation's range and IndRNN's bound `|u| <= 2^(1/max_length)` (the
+    paper's, with which its adding-problem networks train)."""
+    if variant == "indrnn":
+        return make_cell("indrnn", hidden, recurrent_max_abs=2.0 ** (1.0 / max_length))
     builders: dict[str, Callable[[], Cell]] = {
         "rnn": lambda: rnn(hidden),
         "lstm": lambda: lstm(hidden, forget_bias=1.0),

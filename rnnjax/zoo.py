@@ -124,13 +124,22 @@ def gru(
     return cell._replace(sequence=fused.gru_sequence())
 
 
-def indrnn(hidden_size: int, activation: Activation = "relu", **initializers: Any) -> Cell:
-    """An IndRNN cell (Li et al. 2018): `rnnjax.cells.indrnn`'s equations, arguments,
-    parameters and state, with `rnnjax.scans.indrnn_sequence` (every step's input
-    projection as one matmul) as `Cell.sequence`."""
-    cell = cells.indrnn(hidden_size, activation, **initializers)
+def indrnn(
+    hidden_size: int,
+    activation: Activation = "relu",
+    *,
+    recurrent_max_abs: float | None = None,
+    **initializers: Any,
+) -> Cell:
+    """An IndRNN cell (Li et al. 2018): `rnnjax.cells.indrnn`'s equations, arguments
+    (`recurrent_max_abs` bounds `|u|`), parameters and state, with
+    `rnnjax.scans.indrnn_sequence` (every step's input projection as one matmul) as
+    `Cell.sequence`."""
+    cell = cells.indrnn(
+        hidden_size, activation, recurrent_max_abs=recurrent_max_abs, **initializers
+    )
     act = cells._resolve_activation(activation)
-    return cell._replace(sequence=scans.indrnn_sequence(act))
+    return cell._replace(sequence=scans.indrnn_sequence(act, recurrent_max_abs))
 
 
 def exprnn(hidden_size: int, **initializers: Any) -> Cell:

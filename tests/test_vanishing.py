@@ -5,9 +5,11 @@ import json
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import rnnjax
 from rnnjax import diagnostics, summary, vanishing
 from rnnjax.cli import main
 
@@ -321,3 +323,12 @@ def test_runs_in_parallel_processes_equal_runs_in_one():
     assert [numbers(r) for r in together["runs"]] == [numbers(r) for r in alone]
     with pytest.raises(ValueError, match="jobs"):
         vanishing.run_study(study, jobs=0)
+
+
+def test_the_study_bounds_indrnn_recurrent_weights_by_the_sequence_length():
+    cell = vanishing.make_variant_cell("indrnn", 3, 100)
+    params = cell.init(jax.random.key(0), 2)._replace(w_hh=jnp.array([1.5, 0.5, -3.0]))
+    x, h = jnp.ones((1, 2)), jnp.ones((1, 3))
+    bounded = rnnjax.make_cell("indrnn", 3, recurrent_max_abs=2.0 ** (1 / 100))
+    np.testing.assert_array_equal(cell.step(params, h, x)[1], bounded.step(params, h, x)[1])
+    assert not np.array_equal(cell.step(params, h, x)[1], rnnjax.indrnn(3).step(params, h, x)[1])

@@ -251,3 +251,40 @@ def test_chunk_steps_prefers_a_divisor_of_the_length():
     assert scans.chunk_steps(16 * 128, jnp.float32, 10000) == 400  # target 384
     assert scans.chunk_steps(16 * 128, jnp.float32, 10007) == 384  # a prime: no divisor
     assert scans.chunk_steps(megabyte, jnp.float64, 5) == 16  # never below 16 steps
+
+
+def test_indrnn_recurrent_bound_clips_u_in_the_step_and_the_fast_path():
+    """`recurrent_max_abs = m`: the step uses `clip(u, -m, m)` (the paper's bound), the
+    whole-sequence path too, and a clipped entry of `u` gets no gradient."""
+    m = 0.8
+    cell = rnnjax.make_cell("indrnn", H, recurrent_max_abs=m)
+    params = random_params(cell, jax.random.key(12), I, scale=0.3)
+    params = params._replace(w_hh=jnp.array([1.5, -0.2, 0.5, -1.1]))  # two outside [-m, m]
+    x = random_inputs(jax.random.key(13), (B, I))
+    state = 0.5 + jnp.zeros((B, H))
+    clipped = params._replace(w_hh=jnp.clip(params.w_hh, -m, m))
+    want = reference.indrnn_step(
+        type(params)(*(np.asarray(a, np.float64) for a in clipped)),
+        np.asarray(state),
+        np.asarray(x),
+    )
+    np.testing.assert_allclose(cell.step(params, state, x)[1], want, rtol=1e-12, atol=1e-12)
+
+    xs = random_inputs(jax.random.key(14), (B, T, I))
+    options = dict(reverse=True, lengths=jnp.array([T, 2, 5]))
+    fast = outputs_and_grads(cell, params, xs, fused=True, **options)
+    slow = outputs_and_grads(cell, params, xs, fused=False, **options)
+    for g, w in zip(jax.tree.leaves(fast), jax.tree.leaves(slow)):
+        np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-10)
+    grad_u = fast[1][0].w_hh
+    assert grad_u[0] == 0.0 and grad_u[3] == 0.0 and grad_u[1] != 0.0 and grad_u[2] != 0.0
+    unbounded = rnnjax.make_cell("indrnn", H)
+    assert not np.allclose(unbounded.step(params, state, x)[1], want)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("inf"), float("nan")])
+def test_indrnn_recurrent_bound_is_checked(bad):
+    with pytest.raises(ValueError, match="recurrent_max_abs must be a positive finite"):
+        rnnjax.make_cell("indrnn", H, recurrent_max_abs=bad)
+    with pytest.raises(TypeError, match="recurrent_max_abs must be a positive number"):
+        rnnjax.cells.indrnn(H, recurrent_max_abs="2")
