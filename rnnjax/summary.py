@@ -39,7 +39,11 @@ def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float
     scale = 1 + z * z / trials
     centre = (p + z * z / (2 * trials)) / scale
     half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / scale
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # At k = 0 and k = n the bound is exactly 0 or 1 (centre = half); say so exactly,
+    # not up to rounding, so that `p` always lies within the interval.
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == trials else min(1.0, centre + half)
+    return low, high
 
 
 def censored_median(times: Sequence[int | None]) -> int | None:

@@ -285,6 +285,12 @@ def test_wilson_interval():
     }.items():
         assert tuple(round(v, 4) for v in summary.wilson_interval(k, n)) == expected
     assert summary.wilson_interval(0, 5)[0] == 0.0 and summary.wilson_interval(5, 5)[1] == 1.0
+    # k/n within its interval exactly, for every k and n the study can have (0/3 gave a
+    # lower bound of 5.6e-17 by rounding, and a negative error bar in the figure).
+    for n in range(1, 21):
+        for k in range(n + 1):
+            low, high = summary.wilson_interval(k, n)
+            assert low <= k / n <= high
     # Narrower with more runs, always around k/n.
     assert np.diff(summary.wilson_interval(30, 50)) < np.diff(summary.wilson_interval(3, 5))
     with pytest.raises(ValueError, match="successes"):
