@@ -201,6 +201,7 @@ def test_linear_rnn_follows_a_to_the_power_t_distance_without_underflow(dtype, r
     assert gradient_horizon(norms.state, threshold=1e-3) == 9
 
 
+@pytest.mark.slow  # compile-heavy; CI runs it
 @pytest.mark.parametrize("cell_name", ["rnn", "lstm"])  # one state array, and two
 def test_log_space_float32_agrees_with_float64_where_float64_does_not_underflow(cell_name):
     cell = make_cell(cell_name, 16)

@@ -235,6 +235,7 @@ def test_fused_forward_in_bfloat16_is_close_to_float64(cell_name):
     np.testing.assert_allclose(hs.astype(jnp.float64), want, atol=0.05)
 
 
+@pytest.mark.slow  # compile-heavy; CI runs it
 def test_sequence_model_passes_fused_and_checkpointing_to_every_layer():
     from rnnjax.models import sequence_model
 
@@ -365,6 +366,7 @@ def test_fused_inference_equals_reference(cell_name, time_major, reverse):
     assert_trees_close(run(True), run(False))
 
 
+@pytest.mark.slow  # compile-heavy; CI runs it
 @pytest.mark.parametrize("input_size", [1, 4])
 def test_gru_tuned_step_equals_the_equations(input_size):
     """Values (the I = 1 form included), forward and reverse derivatives."""
@@ -388,6 +390,7 @@ def test_gru_tuned_step_equals_the_equations(input_size):
     )
 
 
+@pytest.mark.slow  # compile-heavy; CI runs it
 @pytest.mark.parametrize("h_shape", [(2, 4, 3)])
 def test_recurrent_product_equals_the_plain_matmul_with_its_derivatives(h_shape):
     h = random_inputs(jax.random.key(0), h_shape)

@@ -39,6 +39,7 @@ def test_resume_continues_bit_for_bit(tmp_path):
     assert resumed["steps"] == 40
 
 
+@pytest.mark.slow  # compile-heavy; CI runs it
 def test_resume_refuses_a_changed_configuration(tmp_path):
     train(TrainConfig(**TINY), str(tmp_path), progress=False)
     with pytest.raises(ValueError, match="changed: hidden 8 -> 16"):

@@ -230,6 +230,7 @@ def test_integer_inputs_are_cast_to_the_params_dtype(cell_name):
     assert hs.dtype == jnp.float32
 
 
+@pytest.mark.slow  # compile-heavy; CI runs it
 @pytest.mark.parametrize("cell_name", ["lstm"])  # composition is the same for every cell
 def test_composes_with_jit_vmap_grad(cell_name):
     cell, params, xs = setup(cell_name)

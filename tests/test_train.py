@@ -41,6 +41,7 @@ def test_training_beats_the_adding_baseline():
     assert history["stopped"] == "num_steps" and history["seconds"] > 0
 
 
+@pytest.mark.slow  # compile-heavy; CI runs it
 def test_train_step_compiles_once():
     *_, step, state = small_setup()
     for _ in range(3):
