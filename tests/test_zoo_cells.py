@@ -111,12 +111,18 @@ def test_fast_path_equals_the_reference_path(cell_name, method):
     if method is not None:
         cell = cell._replace(sequence=getattr(scans, f"{cell_name}_sequence")(method))
     params = random_params(cell, jax.random.key(7), I, scale=0.3)
-    xs = random_inputs(jax.random.key(8), (B, T, I))
+    assert_fast_path_equals_reference(cell, params, random_inputs(jax.random.key(8), (B, T, I)))
+
+
+def assert_fast_path_equals_reference(cell, params, xs):
+    """`Cell.sequence` against scanning `step`, padded and reversed; returns the fast
+    path's `(outputs, gradients)`."""
     options = dict(reverse=True, lengths=jnp.array([T, 2, 5]))
     want = outputs_and_grads(cell, params, xs, fused=False, **options)
     got = outputs_and_grads(cell, params, xs, fused=True, **options)
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-10)
+    return got
 
 
 def test_fast_path_forward_mode_equals_the_reference_path(name):
@@ -271,11 +277,7 @@ def test_indrnn_recurrent_bound_clips_u_in_the_step_and_the_fast_path():
     np.testing.assert_allclose(cell.step(params, state, x)[1], want, rtol=1e-12, atol=1e-12)
 
     xs = random_inputs(jax.random.key(14), (B, T, I))
-    options = dict(reverse=True, lengths=jnp.array([T, 2, 5]))
-    fast = outputs_and_grads(cell, params, xs, fused=True, **options)
-    slow = outputs_and_grads(cell, params, xs, fused=False, **options)
-    for g, w in zip(jax.tree.leaves(fast), jax.tree.leaves(slow)):
-        np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-10)
+    fast = assert_fast_path_equals_reference(cell, params, xs)
     grad_u = fast[1][0].w_hh
     assert grad_u[0] == 0.0 and grad_u[3] == 0.0 and grad_u[1] != 0.0 and grad_u[2] != 0.0
     unbounded = rnnjax.make_cell("indrnn", H)
