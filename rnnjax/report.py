@@ -53,8 +53,8 @@ FLAT_STEPS_PER_DECADE = 1e6
 def format_steps_per_decade(decay: float) -> str:
     """A decay rate as steps per decade, to 3 significant digits: `"37.4"`, `"2,530"`,
     `"−12"` (grows going back), `"∞"` (flat: a million steps or more per decade, a
-    change of less than 0.1% over a thousand steps; an orthogonal cell at initialisation
-    fits a slope of about 1e-19 decades per step, rounding, not decay).
+    change of less than 0.1% over a thousand steps; the slope fitted to an exactly
+    flat gradient, such as an orthogonal cell's, is rounding, not decay).
 
     Example:
       >>> from rnnjax.report import format_steps_per_decade
