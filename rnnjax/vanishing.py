@@ -541,12 +541,7 @@ def results_path(folder: str) -> str:
     return plain
 
 
-def load_results(path: str) -> dict:
-    """Reads a results file, gzip-compressed when its name ends in `.gz`.
-
-    Raises:
-      OSError: the file cannot be read. ValueError: it is not valid (compressed) JSON.
-    """
+def _read_json(path: str) -> Any:
     opener = gzip.open if path.endswith(".gz") else open
     try:
         with opener(path, "rt", encoding="utf-8") as file:
@@ -555,10 +550,73 @@ def load_results(path: str) -> dict:
         raise ValueError(f"{path} is not a complete gzip file: {error}") from None
 
 
+def _seed_part_name(path: str, seed: object) -> str:
+    """`results.json.gz` -> `results-seed-3.json.gz`: the file of one seed's runs."""
+    name = os.path.basename(path)
+    stem = name[: -len(".json.gz")] if name.endswith(".json.gz") else name[: -len(".gz")]
+    return f"{stem}-seed-{seed}.json.gz"
+
+
+def load_results(path: str) -> dict:
+    """Reads a results file: JSON, or gzip-compressed JSON when its name ends in `.gz`.
+
+    A compressed file written by `save_results` lists the files of its seeds
+    (`"parts"`, beside it); their runs are read and returned in one `"runs"` list, in
+    the order the parts are listed, as if they were one file.
+
+    Raises:
+      OSError: the file or one of its parts cannot be read. ValueError: it is not
+        valid (compressed) JSON, or a part does not hold the runs the file lists.
+    """
+    results = _read_json(path)
+    parts = results.pop("parts", None)
+    if parts is None:
+        return results
+    folder = os.path.dirname(path)
+    runs_read: list[dict] = []
+    for part in parts:
+        part_path = os.path.join(folder, part["file"])
+        part_runs = _read_json(part_path)["runs"]
+        if len(part_runs) != part["runs"]:
+            raise ValueError(
+                f"{part_path} holds {len(part_runs)} runs, {path} lists {part['runs']}: "
+                "the two were not written together"
+            )
+        runs_read += part_runs
+    return {**results, "runs": runs_read}
+
+
 def save_results(path: str, results: dict) -> str:
-    """Writes the results atomically: indented JSON, or compact gzip-compressed JSON when
-    `path` ends in `.gz`."""
+    """Writes the results atomically: indented JSON, or, when `path` ends in `.gz`,
+    compact gzip-compressed JSON split by seed.
+
+    The compressed form keeps each seed's runs in a file of its own beside `path`
+    (`results-seed-0.json.gz`, ...; `path` itself holds the settings and lists them),
+    so that no file grows with the whole study and, since a study runs seed by seed, a
+    finished seed's file stays byte for byte the same while later seeds are added. A
+    part whose content has not changed is not rewritten. `load_results` reads them
+    back as one.
+    """
     if not path.endswith(".gz"):
         return _files.write_json(path, results)
-    payload = json.dumps(results, separators=(",", ":")).encode()
-    return _files.write_atomically(path, lambda f: f.write(gzip.compress(payload, mtime=0)))
+    by_seed: dict[object, list[dict]] = {}
+    for run in results["runs"]:
+        by_seed.setdefault(run["seed"], []).append(run)
+    parts = []
+    for seed, seed_runs in by_seed.items():
+        name = _seed_part_name(path, seed)
+        _write_compressed_if_changed(os.path.join(os.path.dirname(path), name), {"runs": seed_runs})
+        parts.append({"file": name, "seed": seed, "runs": len(seed_runs)})
+    index = {key: value for key, value in results.items() if key != "runs"}
+    # The list of parts is written last: a reader never finds it naming a part not yet
+    # written.
+    return _write_compressed_if_changed(path, {**index, "parts": parts})
+
+
+def _write_compressed_if_changed(path: str, payload: Any) -> str:
+    data = gzip.compress(json.dumps(payload, separators=(",", ":")).encode(), mtime=0)
+    if os.path.exists(path):
+        with open(path, "rb") as file:
+            if file.read() == data:
+                return path
+    return _files.write_atomically(path, lambda f: f.write(data))

@@ -1,6 +1,7 @@
 """The vanishing-gradient study: criteria, a tiny end-to-end run, every output file."""
 
 import csv
+import gzip
 import json
 import sys
 
@@ -197,6 +198,44 @@ def test_a_compressed_results_file_is_read_and_kept(tmp_path):
     (tmp_path / vanishing.COMPRESSED_RESULTS_FILE).write_bytes(b"\x1f\x8b broken")
     with pytest.raises((ValueError, OSError)):
         vanishing.load_results(path)
+
+
+def test_a_compressed_study_is_stored_one_file_per_seed(tmp_path):
+    def run(seed, variant):
+        return {"task": "adding", "variant": variant, "length": 50, "seed": seed}
+
+    path = str(tmp_path / vanishing.COMPRESSED_RESULTS_FILE)
+    first = {"meta": {"study": {"steps": 3}}, "runs": [run(0, "rnn"), run(0, "gru")]}
+    vanishing.save_results(path, first)
+    seed_0 = tmp_path / "results-seed-0.json.gz"
+    with gzip.open(seed_0, "rt") as file:
+        assert json.load(file) == {"runs": first["runs"]}
+    with gzip.open(path, "rt") as file:
+        index = json.load(file)
+    assert "runs" not in index
+    assert index["parts"] == [{"file": "results-seed-0.json.gz", "seed": 0, "runs": 2}]
+
+    # A later seed adds a file and leaves the finished seed's file as it was.
+    inode = seed_0.stat().st_ino
+    second = {**first, "runs": [*first["runs"], run(1, "rnn")]}
+    vanishing.save_results(path, second)
+    assert seed_0.stat().st_ino == inode
+    assert (tmp_path / "results-seed-1.json.gz").exists()
+    assert vanishing.load_results(path) == second
+
+    # A part that does not match the list is an error, not a silently shorter study.
+    seed_0.write_bytes(gzip.compress(json.dumps({"runs": first["runs"][:1]}).encode()))
+    with pytest.raises(ValueError, match="holds 1 runs"):
+        vanishing.load_results(path)
+    vanishing.save_results(path, second)  # mends the part, as its content differs
+    (tmp_path / "results-seed-1.json.gz").unlink()
+    with pytest.raises(FileNotFoundError, match="results-seed-1"):
+        vanishing.load_results(path)
+
+    # A file of the earlier form, every run inline, still reads.
+    inline = tmp_path / "inline.json.gz"
+    inline.write_bytes(gzip.compress(json.dumps(second).encode()))
+    assert vanishing.load_results(str(inline)) == second
 
 
 @pytest.mark.slow
