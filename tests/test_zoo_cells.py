@@ -148,6 +148,18 @@ def test_dtypes_and_layouts(name, dtype):
     assert all(leaf.dtype == dtype for leaf in jax.tree.leaves(final))
 
 
+# The LRU (a state of two arrays) and minGRU (a linear recurrence) in the fast suite; the
+# cells whose state and path repeat theirs are compile-heavy here, marked slow (CI runs them).
+@pytest.mark.parametrize(
+    "name",
+    [
+        "lru",
+        "min_gru",
+        pytest.param("indrnn", marks=pytest.mark.slow),
+        pytest.param("exprnn", marks=pytest.mark.slow),
+        pytest.param("min_lstm", marks=pytest.mark.slow),
+    ],
+)
 def test_zoo_cells_in_layers_models_and_diagnostics(name):
     cell = rnnjax.make_cell(name, H)
     layer = rnnjax.stack(rnnjax.bidirectional(cell), cell)
