@@ -207,8 +207,8 @@ def test_unroll_gradients_match_finite_differences(cell_name, with_lengths, fuse
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16])  # float64: every other test; float32: fused
-# The LSTM (a state of two arrays, the fused kernel) in the fast suite; the RNN and GRU take
-# the same path and are compile-heavy in bfloat16, marked slow (CI runs them).
+# The LSTM (a state of two arrays) in the fast suite; the RNN and GRU are compile-heavy in
+# bfloat16 and marked slow (CI runs them); their other dtypes are in the fast suite.
 @pytest.mark.parametrize(
     "cell_name",
     [
